@@ -1,0 +1,104 @@
+//! Masking for every display path: PANs as BIN (first 6) + last 4, every
+//! other classified value fully masked.
+
+use fluxrig_msg::{Map, Value};
+
+use crate::spec::{Sensitivity, Spec, Subfields};
+
+/// A PAN with all but the first six and last four digits replaced by `*`.
+/// PANs shorter than 13 characters are masked entirely (BIN and last four
+/// would reveal too much of them).
+pub fn mask_pan(pan: &str) -> String {
+    let n = pan.chars().count();
+    if n < 13 {
+        return "*".repeat(n);
+    }
+    pan.chars()
+        .enumerate()
+        .map(|(i, c)| if i < 6 || i >= n - 4 { c } else { '*' })
+        .collect()
+}
+
+/// A classified value as it may be shown.
+pub fn mask_text(sensitivity: Sensitivity, text: &str) -> String {
+    match sensitivity {
+        Sensitivity::Pan => mask_pan(text),
+        _ => "*".repeat(text.chars().count()),
+    }
+}
+
+fn mask_all(v: &mut Value, s: Sensitivity) {
+    match v {
+        Value::Text(t) => *v = Value::text(mask_text(s, t)),
+        Value::Map(m) => m.values_mut().for_each(|x| mask_all(x, s)),
+        Value::Array(a) => a.iter_mut().for_each(|x| mask_all(x, s)),
+        _ => {}
+    }
+}
+
+fn mask_key(m: &mut Map, key: &str, s: Sensitivity) {
+    if let Some(v) = m.get_mut(key) {
+        mask_all(v, s);
+    }
+}
+
+/// Masks, in a data tree laid out by [`crate::to_value`], every element,
+/// subfield and TLV tag the dialect classifies.
+pub fn mask_data(spec: &Spec, data: &mut Value) {
+    for el in spec.elements() {
+        if !el.is_sensitive() {
+            continue;
+        }
+        let Some(v) = get_path_mut(data, el.data_path()) else {
+            continue;
+        };
+        if let Some(s) = el.sensitivity {
+            mask_all(v, s);
+            continue;
+        }
+        match (&el.subfields, v) {
+            (
+                Some(Subfields::Positional { fields } | Subfields::Bitmap { fields, .. }),
+                Value::Map(m),
+            ) => {
+                for (n, sf) in fields {
+                    if let Some(s) = sf.sensitivity {
+                        mask_key(m, &format!("sf{n}"), s);
+                    }
+                }
+            }
+            (Some(Subfields::Tlv { tags }), Value::Array(items)) => {
+                for item in items {
+                    let tag = item.get("tag").and_then(Value::as_str).map(str::to_owned);
+                    if let (Some(tag), Value::Map(m)) = (tag, item)
+                        && let Some(s) = tags
+                            .get(&tag.to_ascii_uppercase())
+                            .and_then(|t| t.sensitivity)
+                    {
+                        mask_key(m, "value", s);
+                    }
+                }
+            }
+            // Structured form not used (raw text): mask it whole.
+            (_, v) => mask_all(v, Sensitivity::Pii),
+        }
+    }
+}
+
+fn get_path_mut<'v>(data: &'v mut Value, path: &[String]) -> Option<&'v mut Value> {
+    path.iter()
+        .try_fold(data, |v, k| v.as_map_mut()?.get_mut(k))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pan_keeps_bin_and_last_four() {
+        assert_eq!(mask_pan("4111111111111111"), "411111******1111");
+        assert_eq!(mask_pan("4111111111111"), "411111***1111");
+        assert_eq!(mask_pan("411111111111"), "************");
+        assert_eq!(mask_text(Sensitivity::Track, "4111=2512"), "*********");
+    }
+}

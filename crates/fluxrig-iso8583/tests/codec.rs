@@ -1,0 +1,168 @@
+//! Round trips, the data layout, masking and the hash, on the bundled dialects.
+
+#![allow(clippy::unwrap_used)]
+
+use fluxrig_iso8583::{MessageBuilder, Spec, bundled, encode_value, mask, to_value};
+use fluxrig_msg::Value;
+
+fn spec(name: &str) -> &'static Spec {
+    bundled::bundled(name).unwrap().unwrap()
+}
+
+/// A typical 0100 with a test PAN.
+fn auth(b: &mut MessageBuilder<'_>) {
+    b.set_mti("0100")
+        .set(2, "4111111111111111")
+        .set(3, "000000")
+        .set(4, "000000010000")
+        .set(7, "1127101530")
+        .set(11, "000123")
+        .set(12, "101530")
+        .set(13, "1127")
+        .set(14, "2812")
+        .set(18, "5999")
+        .set(22, "051")
+        .set(25, "00")
+        .set(32, "123456")
+        .set(35, "4111111111111111=28121011234567890")
+        .set(37, "733110000123")
+        .set(41, "TERM0001")
+        .set(42, "MERCHANT0000001")
+        .set(43, "FLUXRIG TEST SHOP        PARIS        FR")
+        .set(49, "978")
+        .set(52, "0123456789ABCDEF");
+}
+
+#[test]
+fn pyiso8583_docstring_example_decodes() {
+    let s = spec("iso8583-1987-ascii");
+    let m = s
+        .decode(b"02004010100000000000161234567890123456123456111")
+        .unwrap();
+    assert_eq!(m.mti(), "0200");
+    assert_eq!(m.numbers().collect::<Vec<_>>(), [2, 12, 20]);
+    assert_eq!(m.field(12).unwrap().as_str(), Some("123456"));
+}
+
+#[test]
+fn round_trip_through_builder_and_value_on_every_bundled_dialect() {
+    for (name, _) in bundled::BUNDLED {
+        let s = spec(name);
+        let mut b = MessageBuilder::new();
+        auth(&mut b);
+        if name.contains("1993") {
+            b.set(12, "261127101530");
+        }
+        let wire = s.encode_to_vec(&b).unwrap();
+        let m = s.decode(&wire).unwrap();
+        // Pass-through re-encode is byte-identical.
+        assert_eq!(s.encode_to_vec(&m.to_builder()).unwrap(), wire, "{name}");
+        // So is the data tree.
+        let v = to_value(&m);
+        assert_eq!(v.get("mti").unwrap().as_str(), Some("0100"));
+        assert_eq!(
+            v.get("card").unwrap().get("pan").unwrap().as_str(),
+            Some("4111111111111111")
+        );
+        let mut again = Vec::new();
+        encode_value(s, &v, &mut again).unwrap();
+        assert_eq!(again, wire, "{name}");
+    }
+}
+
+#[test]
+fn data_layout_uses_aliases_and_de_keys() {
+    let s = spec("iso8583-1987-ascii");
+    let mut b = MessageBuilder::new();
+    b.set_mti("0800")
+        .set(7, "1127101530")
+        .set(11, "000001")
+        .set(70, "301")
+        .set(48, "hello");
+    let v = to_value(&s.decode(&s.encode_to_vec(&b).unwrap()).unwrap());
+    assert_eq!(
+        v.get("trace").unwrap().get("stan").unwrap().as_str(),
+        Some("000001")
+    );
+    assert_eq!(v.get("de48").unwrap().as_str(), Some("hello"));
+    assert_eq!(
+        v.get("network").unwrap().get("code").unwrap().as_str(),
+        Some("301")
+    );
+}
+
+#[test]
+fn icc_data_is_tlv_when_well_formed_and_exact() {
+    let s = spec("iso8583-1987-binary");
+    let mut b = MessageBuilder::new();
+    b.set_mti("0100")
+        .set(55, "9F02060000000100005A084111111111111111");
+    let wire = s.encode_to_vec(&b).unwrap();
+    let mut v = to_value(&s.decode(&wire).unwrap());
+    let icc = v.get("icc").unwrap();
+    let Value::Array(items) = icc else {
+        panic!("icc is {icc:?}")
+    };
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0].get("tag").unwrap().as_str(), Some("9F02"));
+    let mut again = Vec::new();
+    encode_value(s, &v, &mut again).unwrap();
+    assert_eq!(again, wire);
+    // Masking hides the PAN tag, keeps the amount.
+    mask::mask_data(s, &mut v);
+    let Value::Array(items) = v.get("icc").unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        items[1].get("value").unwrap().as_str(),
+        Some("411111******1111")
+    );
+    assert_eq!(
+        items[0].get("value").unwrap().as_str(),
+        Some("000000010000")
+    );
+    // Not TLV: stays text.
+    let mut b = MessageBuilder::new();
+    b.set_mti("0100").set(55, "9F0206000000");
+    let wire = s.encode_to_vec(&b).unwrap();
+    let v = to_value(&s.decode(&wire).unwrap());
+    assert_eq!(v.get("icc").unwrap().as_str(), Some("9F0206000000"));
+}
+
+#[test]
+fn masking_covers_pan_track_and_pin() {
+    let s = spec("iso8583-1987-ascii");
+    let mut b = MessageBuilder::new();
+    auth(&mut b);
+    let wire = s.encode_to_vec(&b).unwrap();
+    let mut v = to_value(&s.decode(&wire).unwrap());
+    mask::mask_data(s, &mut v);
+    let text = format!("{v:?}");
+    assert!(!text.contains("4111111111111111"), "{text}");
+    assert!(text.contains("411111******1111"));
+    assert!(!text.contains("0123456789ABCDEF"));
+    assert!(!text.contains("2812"), "expiry is masked: {text}");
+}
+
+#[test]
+fn short_fixed_values_are_padded_by_type() {
+    let s = spec("iso8583-1987-ascii");
+    let mut b = MessageBuilder::new();
+    b.set_mti("0200").set(4, "100").set(41, "T1");
+    let wire = s.encode_to_vec(&b).unwrap();
+    let m = s.decode(&wire).unwrap();
+    assert_eq!(m.field(4).unwrap().as_str(), Some("000000000100"));
+    assert_eq!(m.field(41).unwrap().as_str(), Some("T1      "));
+}
+
+#[test]
+fn hash_ignores_formatting_key_order_and_spelled_out_defaults() {
+    let a = "sdl: 1\nname: t\nversion: '1'\nmti: ascii\nbitmap: hex\nelements:\n  2: { name: PAN, type: n, var: LL, max: 19 }\n  3: { name: PC, type: n, fixed: 6 }\n";
+    let b = "# comment\nversion: \"1\"\nname: t\nsdl: 1\nbitmap: hex\nmti: ascii\nelements:\n  3:\n    fixed: 6\n    type: n\n    name: PC\n    encoding: ascii\n  2: {name: PAN, max: 19, var: LL, prefix: ascii, type: n}\n";
+    let c = a.replace("max: 19", "max: 18");
+    let ha = fluxrig_iso8583::sdl::load_str("a", a).unwrap().hash();
+    let hb = fluxrig_iso8583::sdl::load_str("b", b).unwrap().hash();
+    let hc = fluxrig_iso8583::sdl::load_str("c", &c).unwrap().hash();
+    assert_eq!(ha, hb);
+    assert_ne!(ha, hc);
+}
