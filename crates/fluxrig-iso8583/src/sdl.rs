@@ -506,7 +506,14 @@ impl Checker {
                 );
                 continue;
             }
-            let rule = self.message(mti, &m.value, &elements);
+            let declared: BTreeSet<u8> = raw
+                .elements
+                .value
+                .keys()
+                .filter_map(|k| k.parse::<u8>().ok())
+                .filter(|n| (2..=MAX_ELEMENT).contains(n))
+                .collect();
+            let rule = self.message(mti, &m.value, &declared);
             messages.insert(mti.clone(), rule);
         }
         for (mti, m) in &raw.messages {
@@ -628,9 +635,9 @@ impl Checker {
                     self.at(
                         max.referenced,
                         format!(
-                            "{what}: max must be 1..={cap} for a {} {:?} prefix",
-                            prefix.as_str(),
-                            v.value
+                            "{what}: max must be 1..={cap} for a {:?} prefix in {}",
+                            v.value,
+                            prefix.as_str()
                         ),
                     );
                     return None;
@@ -888,11 +895,11 @@ impl Checker {
         }
     }
 
-    fn message(&mut self, mti: &str, m: &RawMessage, elements: &[Option<Element>]) -> MessageRule {
+    fn message(&mut self, mti: &str, m: &RawMessage, declared: &BTreeSet<u8>) -> MessageRule {
         let mut usage = BTreeMap::new();
         let check = |cx: &mut Checker, n: &Spanned<u64>| -> Option<u8> {
             match u8::try_from(n.value) {
-                Ok(e) if elements.get(usize::from(e)).is_some_and(Option::is_some) => Some(e),
+                Ok(e) if declared.contains(&e) => Some(e),
                 _ => {
                     cx.at(
                         n.referenced,
