@@ -55,4 +55,4 @@ pub use options::{SyncPolicy, WalOptions};
 pub use reader::WalReader;
 pub use scan::{VerifyReport, verify, verify_storage};
 pub use storage::{FsStorage, Storage, StorageFile, StorageLock};
-pub use wal::{Pending, Record, RecoveryReport, Retention, SegmentInfo, TornTail, Wal};
+pub use wal::{Pending, Record, RecoveryReport, Retention, SegmentInfo, TornTail, Wal, WalStats};

@@ -7,15 +7,17 @@
 //! LSN on a watch channel that every waiting append observes. Appends that
 //! arrive during a sync form the next batch: that is the group commit.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, oneshot, watch};
 
 use crate::error::{Result, WalError};
 use crate::format::{
@@ -143,6 +145,9 @@ pub(crate) struct Progress {
 struct Entry {
     kind: u8,
     body: Bytes,
+    /// Completed once the record is acknowledged (or the WAL fails); only
+    /// the last entry of a group has one.
+    done: Option<oneshot::Sender<Result<Lsn>>>,
 }
 
 #[derive(Debug)]
@@ -164,6 +169,34 @@ pub(crate) struct Shared {
     wake: Condvar,
     pub(crate) progress: watch::Sender<Progress>,
     pub(crate) segments: Mutex<Vec<SegmentInfo>>,
+    stats: Counters,
+}
+
+/// The writer's counters (for telemetry: batch sizes, sync latency).
+#[derive(Debug, Default)]
+struct Counters {
+    batches: AtomicU64,
+    records: AtomicU64,
+    bytes: AtomicU64,
+    syncs: AtomicU64,
+    sync_nanos: AtomicU64,
+}
+
+/// Counters of the writer since the WAL was opened: enough to derive the
+/// mean batch size and the mean `fdatasync` time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WalStats {
+    /// Batches written (one `write` each).
+    pub batches: u64,
+    /// Records written.
+    pub records: u64,
+    /// Bytes written to segments.
+    pub bytes: u64,
+    /// Data syncs (`fdatasync`) of segments.
+    pub syncs: u64,
+    /// Total time spent in those syncs.
+    pub sync_time: Duration,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -239,14 +272,19 @@ impl Drop for Handle {
 }
 
 /// An appended record (or group) that is queued, has its LSN, and may not
-/// be durable yet. Await it (or call [`Pending::durable`]) to learn when it
-/// is acknowledged under the sync policy.
+/// be durable yet. Await it to learn when it is acknowledged under the sync
+/// policy: it resolves to the (last) LSN, or to the error that stopped the
+/// WAL before that.
+///
+/// Each pending append is completed by the writer individually (not by a
+/// broadcast), so thousands in flight cost nothing per batch beyond their
+/// own wake-up.
 #[derive(Debug)]
 #[must_use = "a pending append must be awaited before it is acknowledged"]
 pub struct Pending {
     first: Lsn,
     last: Lsn,
-    rx: watch::Receiver<Progress>,
+    rx: oneshot::Receiver<Result<Lsn>>,
 }
 
 impl Pending {
@@ -260,42 +298,24 @@ impl Pending {
         self.last
     }
 
-    /// Waits until the record (every record of the group) is acknowledged
-    /// under the sync policy; returns the last LSN. Fails if the WAL was
-    /// poisoned or closed before that.
-    pub async fn durable(mut self) -> Result<Lsn> {
-        loop {
-            if let Some(done) = self.check() {
-                return done;
-            }
-            if self.rx.changed().await.is_err() {
-                return self.check().unwrap_or(Err(WalError::Closed));
-            }
-        }
-    }
-
-    fn check(&mut self) -> Option<Result<Lsn>> {
-        let p = self.rx.borrow_and_update();
-        if p.acked > self.last {
-            Some(Ok(self.last))
-        } else if let Some(cause) = &p.failure {
-            Some(Err(WalError::Poisoned {
-                cause: Arc::clone(cause),
-            }))
-        } else if p.closed {
-            Some(Err(WalError::Closed))
-        } else {
-            None
-        }
+    /// Waits until the record (every record of the group) is acknowledged;
+    /// the same as awaiting the `Pending` itself.
+    pub async fn durable(self) -> Result<Lsn> {
+        self.await
     }
 }
 
-impl IntoFuture for Pending {
+impl Future for Pending {
     type Output = Result<Lsn>;
-    type IntoFuture = Pin<Box<dyn Future<Output = Result<Lsn>> + Send>>;
 
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(self.durable())
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Lsn>> {
+        match Pin::new(&mut self.rx).poll(cx) {
+            Poll::Ready(Ok(result)) => Poll::Ready(result),
+            // The writer always answers before dropping an entry; a dropped
+            // sender can only mean the writer thread is gone.
+            Poll::Ready(Err(_)) => Poll::Ready(Err(WalError::Closed)),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
@@ -349,6 +369,7 @@ impl Wal {
             wake: Condvar::new(),
             progress: watch::Sender::new(initial),
             segments: Mutex::new(open.segments),
+            stats: Counters::default(),
             opts: options,
         });
         let writer = Writer {
@@ -430,11 +451,17 @@ impl Wal {
         self.check_size(body.len())?;
         let bytes = RECORD_HEADER_LEN + body.len();
         self.reserve(bytes).await?;
-        match self.shared().enqueue([Entry { kind, body }]) {
+        let (tx, rx) = oneshot::channel();
+        let entry = Entry {
+            kind,
+            body,
+            done: Some(tx),
+        };
+        match self.shared().enqueue([entry]) {
             Ok(lsn) => Ok(Pending {
                 first: lsn,
                 last: lsn,
-                rx: self.shared().progress.subscribe(),
+                rx,
             }),
             Err(e) => {
                 self.shared().space.add_permits(bytes);
@@ -446,7 +473,7 @@ impl Wal {
     /// Appends a record and waits until it is durable under the sync
     /// policy; returns its LSN.
     pub async fn append(&self, kind: u8, body: impl Into<Bytes>) -> Result<Lsn> {
-        self.submit(kind, body).await?.durable().await
+        self.submit(kind, body).await?.await
     }
 
     /// Queues several records under consecutive LSNs, in one piece: no other
@@ -464,30 +491,36 @@ impl Wal {
             let body = body.into();
             self.check_size(body.len())?;
             bytes += RECORD_HEADER_LEN + body.len();
-            entries.push(Entry { kind, body });
+            entries.push(Entry {
+                kind,
+                body,
+                done: None,
+            });
         }
         let limit = self.shared().opts.queue_capacity;
         if bytes > limit {
             return Err(WalError::GroupTooLarge { size: bytes, limit });
         }
         let count = entries.len() as u64;
-        if count == 0 {
-            let next = lock(&self.shared().queue).next_lsn;
-            let rx = self.shared().progress.subscribe();
+        let (tx, rx) = oneshot::channel();
+        let Some(last) = entries.last_mut() else {
             // An empty group is durable at once; it points just before `next`.
+            let next = lock(&self.shared().queue).next_lsn;
             let at = Lsn(next.0.saturating_sub(1));
+            let _ = tx.send(Ok(at));
             return Ok(Pending {
                 first: next,
                 last: at,
                 rx,
             });
-        }
+        };
+        last.done = Some(tx);
         self.reserve(bytes).await?;
         match self.shared().enqueue(entries) {
             Ok(first) => Ok(Pending {
                 first,
                 last: Lsn(first.0 + count - 1),
-                rx: self.shared().progress.subscribe(),
+                rx,
             }),
             Err(e) => {
                 self.shared().space.add_permits(bytes);
@@ -505,7 +538,7 @@ impl Wal {
     {
         let pending = self.submit_group(records).await?;
         let first = pending.lsn();
-        let last = pending.durable().await?;
+        let last = pending.await?;
         Ok((first, last))
     }
 
@@ -607,6 +640,18 @@ impl Wal {
         lock(&self.shared().segments)
             .first()
             .map_or(Lsn::FIRST, |s| s.first_lsn)
+    }
+
+    /// The writer's counters since open.
+    pub fn stats(&self) -> WalStats {
+        let c = &self.shared().stats;
+        WalStats {
+            batches: c.batches.load(Ordering::Relaxed),
+            records: c.records.load(Ordering::Relaxed),
+            bytes: c.bytes.load(Ordering::Relaxed),
+            syncs: c.syncs.load(Ordering::Relaxed),
+            sync_time: Duration::from_nanos(c.sync_nanos.load(Ordering::Relaxed)),
+        }
     }
 
     /// The segment files, oldest first; the last one is open.
@@ -970,13 +1015,20 @@ impl Writer {
                 .iter()
                 .map(|e: &Entry| RECORD_HEADER_LEN + e.body.len())
                 .sum();
+            let first = self.next_lsn;
             let result = self.write_batch(&batch, work.force_sync || work.closing);
-            batch.clear();
             if let Err(e) = result {
-                self.poison(&e);
+                self.poison(&e, &mut batch);
                 return;
             }
             self.publish();
+            // Whatever the policy, a batch that was written (and synced, if
+            // the policy says so) is acknowledged as a whole.
+            for (i, e) in batch.drain(..).enumerate() {
+                if let Some(done) = e.done {
+                    let _ = done.send(Ok(Lsn(first.0 + i as u64)));
+                }
+            }
             self.shared.space.add_permits(bytes);
             if work.closing {
                 match self.finish() {
@@ -986,7 +1038,7 @@ impl Writer {
                         drop(self.lock.take());
                         self.shared.progress.send_modify(|p| p.closed = true);
                     }
-                    Err(e) => self.poison(&e),
+                    Err(e) => self.poison(&e, &mut batch),
                 }
                 return;
             }
@@ -1067,6 +1119,10 @@ impl Writer {
                 .map_err(|e| WalError::io("write", self.path(), e))?;
             self.len += self.buf.len() as u64;
             self.records_in_segment += batch.len() as u64;
+            let c = &self.shared.stats;
+            c.batches.fetch_add(1, Ordering::Relaxed);
+            c.records.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            c.bytes.fetch_add(self.buf.len() as u64, Ordering::Relaxed);
             if self.buf.capacity() > 4 * self.buf.len().max(1 << 20) {
                 self.buf = Vec::new();
             }
@@ -1083,9 +1139,16 @@ impl Writer {
     }
 
     fn sync(&mut self) -> Result<()> {
+        let started = Instant::now();
         self.file
             .sync_data()
             .map_err(|e| WalError::io("fdatasync", self.path(), e))?;
+        let c = &self.shared.stats;
+        c.syncs.fetch_add(1, Ordering::Relaxed);
+        c.sync_nanos.fetch_add(
+            u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         self.synced = self.next_lsn;
         self.synced_len = self.len;
         self.last_sync = Instant::now();
@@ -1198,13 +1261,20 @@ impl Writer {
     /// batch's waiters, everything queued, and every later append get the
     /// error until the WAL is reopened. The sync is never retried (a retried
     /// fsync can succeed without the data being on disk).
-    fn poison(&mut self, e: &WalError) {
+    fn poison(&mut self, e: &WalError, failed: &mut Vec<Entry>) {
         let cause: Arc<str> = Arc::from(e.to_string());
         tracing::error!(error = %e, "WAL I/O failure: the log refuses appends until reopened");
-        {
+        let queued = {
             let mut q = lock(&self.shared.queue);
             q.poisoned = Some(Arc::clone(&cause));
-            q.entries.clear();
+            std::mem::take(&mut q.entries)
+        };
+        for entry in failed.drain(..).chain(queued) {
+            if let Some(done) = entry.done {
+                let _ = done.send(Err(WalError::Poisoned {
+                    cause: Arc::clone(&cause),
+                }));
+            }
         }
         self.shared.space.close();
         // Cut the open segment back to the last acknowledged batch, best
