@@ -76,6 +76,18 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// The next frame already in the buffer, without reading: lets a
+    /// server answer a burst of pipelined requests with one write.
+    pub fn buffered_frame(&mut self) -> Result<Option<Frame<'_>>, NetError> {
+        self.start += self.consumed;
+        self.consumed = 0;
+        let Some((_, used)) = self.framing.cut(&self.buf[self.start..])? else {
+            return Ok(None);
+        };
+        self.consumed = used;
+        Ok(self.framing.cut(&self.buf[self.start..])?.map(|(f, _)| f))
+    }
+
     /// The underlying stream.
     pub fn get_mut(&mut self) -> &mut R {
         &mut self.inner

@@ -33,6 +33,12 @@ enum Command {
     /// Make and read fluxIDs and fluxEntityIDs.
     #[command(subcommand)]
     Id(cmd::id::IdCommand),
+    /// Validate, hash, store and document ISO 8583 dialects (SDL files).
+    #[command(subcommand)]
+    Spec(cmd::spec::SpecCommand),
+    /// Decode ISO 8583 messages, simulate an issuer, generate load.
+    #[command(subcommand)]
+    Iso8583(cmd::iso8583::Iso8583Command),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +46,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Msg(c) => cmd::msg::run(&c),
         Command::Id(c) => cmd::id::run(c),
+        Command::Spec(c) => cmd::spec::run(c),
+        Command::Iso8583(c) => cmd::iso8583::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
