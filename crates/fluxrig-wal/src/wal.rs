@@ -3,10 +3,13 @@
 //! One writer thread owns the open segment. Appenders put records on a
 //! bounded queue (a byte-counting semaphore gives back-pressure) and get an
 //! LSN at once; the writer drains the whole queue, frames and hashes the
-//! batch, writes it with one call, syncs once, and publishes the new durable
-//! LSN on a watch channel that every waiting append observes. Appends that
-//! arrive during a sync form the next batch: that is the group commit.
+//! batch and writes it with one call. A second thread runs `fdatasync` on
+//! the writer's request, one at a time, each covering everything written
+//! before it started; when it returns, the writer completes each covered
+//! append. Appends that arrive during a sync are written meanwhile and share
+//! the next one: that is the group commit.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -158,6 +161,16 @@ struct Queue {
     sync_requested: bool,
     poisoned: Option<Arc<str>>,
     writer_idle: bool,
+    /// The sync thread's answer to the writer's last request.
+    sync_done: Option<SyncDone>,
+}
+
+/// What a data sync covered, and how it went.
+#[derive(Debug)]
+struct SyncDone {
+    /// Every LSN below this was written before the sync started.
+    upto: Lsn,
+    result: std::io::Result<()>,
 }
 
 #[derive(Debug)]
@@ -365,6 +378,7 @@ impl Wal {
                 sync_requested: false,
                 poisoned: None,
                 writer_idle: false,
+                sync_done: None,
             }),
             wake: Condvar::new(),
             progress: watch::Sender::new(initial),
@@ -372,17 +386,21 @@ impl Wal {
             stats: Counters::default(),
             opts: options,
         });
+        let syncer =
+            Syncer::spawn(&shared).map_err(|e| WalError::io("spawn sync thread", &dir, e))?;
         let writer = Writer {
             shared: Arc::clone(&shared),
-            file: open.file,
+            file: Arc::from(open.file),
             number: open.number,
             len: open.len,
             records_in_segment: open.records_in_segment,
             head: open.head,
             next_lsn: next,
             synced: next,
-            synced_len: open.len,
             acked_len: open.len,
+            written: VecDeque::new(),
+            syncing: None,
+            syncer,
             buf: Vec::new(),
             last_sync: Instant::now(),
             lock: Some(dir_lock),
@@ -969,10 +987,114 @@ fn recover(storage: &dyn Storage) -> Result<(OpenState, RecoveryReport)> {
     Ok((state, report))
 }
 
+/// The thread that runs `fdatasync` for the writer, so that the writer
+/// frames and writes the next batch (and completes the previous one) while
+/// the disk syncs: CPU work and the sync's I/O wait overlap instead of
+/// adding up. It only ever syncs a file the writer hands it and reports
+/// back; all log state stays with the writer.
+#[derive(Debug)]
+struct Syncer {
+    slot: Arc<(Mutex<SyncSlot>, Condvar)>,
+    thread: Option<JoinHandle<()>>,
+}
+
+#[derive(Debug, Default)]
+struct SyncSlot {
+    request: Option<(Arc<dyn StorageFile>, Lsn)>,
+    shutdown: bool,
+}
+
+impl Syncer {
+    fn spawn(shared: &Arc<Shared>) -> std::io::Result<Syncer> {
+        let slot: Arc<(Mutex<SyncSlot>, Condvar)> = Arc::default();
+        let thread = std::thread::Builder::new()
+            .name("fluxrig-wal-sync".into())
+            .spawn({
+                let slot = Arc::clone(&slot);
+                let shared = Arc::clone(shared);
+                move || Syncer::run(&slot, &shared)
+            })?;
+        Ok(Syncer {
+            slot,
+            thread: Some(thread),
+        })
+    }
+
+    fn run(slot: &(Mutex<SyncSlot>, Condvar), shared: &Shared) {
+        loop {
+            let (file, upto) = {
+                let mut s = lock(&slot.0);
+                loop {
+                    if let Some(req) = s.request.take() {
+                        break req;
+                    }
+                    if s.shutdown {
+                        return;
+                    }
+                    s = slot.1.wait(s).unwrap_or_else(PoisonError::into_inner);
+                }
+            };
+            let started = Instant::now();
+            let result = file.sync_data();
+            shared.stats.record_sync(started.elapsed());
+            let mut q = lock(&shared.queue);
+            q.sync_done = Some(SyncDone { upto, result });
+            q.writer_idle = false;
+            shared.wake.notify_one();
+        }
+    }
+
+    fn request(&self, file: Arc<dyn StorageFile>, upto: Lsn) {
+        lock(&self.slot.0).request = Some((file, upto));
+        self.slot.1.notify_one();
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        lock(&self.slot.0).shutdown = true;
+        self.slot.1.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Counters {
+    fn record_sync(&self, took: Duration) {
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        self.sync_nanos.fetch_add(
+            u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+/// A batch written to the open segment, waiting for a sync to cover it.
+#[derive(Debug)]
+struct Written {
+    entries: Vec<Entry>,
+    first: Lsn,
+    /// The LSN after the batch's last record.
+    end: Lsn,
+    /// Queue bytes to give back once it is acknowledged.
+    bytes: usize,
+    /// The segment and the offset just past the batch.
+    segment: u64,
+    end_offset: u64,
+}
+
 /// The thread that owns the open segment.
+///
+/// Its loop: take everything queued, frame and hash it, write it in one
+/// call, and — under `always` — ask the sync thread to sync everything
+/// written so far whenever no sync is running. When a sync returns, the
+/// batches it covers are acknowledged. While one sync runs, later batches
+/// are written and wait for the next one: one sync in flight at a time, and
+/// each covers all that was written before it started.
 struct Writer {
     shared: Arc<Shared>,
-    file: Box<dyn StorageFile>,
+    file: Arc<dyn StorageFile>,
     number: u64,
     len: u64,
     records_in_segment: u64,
@@ -981,10 +1103,13 @@ struct Writer {
     next_lsn: Lsn,
     /// Every LSN below this is synced.
     synced: Lsn,
-    /// The open segment's length at the last sync.
-    synced_len: u64,
     /// The open segment's length at the end of the last acknowledged batch.
     acked_len: u64,
+    /// Written batches not yet acknowledged, oldest first.
+    written: VecDeque<Written>,
+    /// The sync running on the sync thread: everything below this LSN.
+    syncing: Option<Lsn>,
+    syncer: Syncer,
     buf: Vec<u8>,
     last_sync: Instant,
     lock: Option<Box<dyn StorageLock>>,
@@ -1003,33 +1128,23 @@ impl std::fmt::Debug for Writer {
 /// What woke the writer.
 struct Work {
     closing: bool,
-    force_sync: bool,
+    sync_requested: bool,
+    timed_out: bool,
+    sync_done: Option<SyncDone>,
 }
 
 impl Writer {
     fn run(mut self) {
         let mut batch = Vec::new();
+        let mut sync_wanted = false;
         loop {
-            let work = self.wait_for_work(&mut batch);
-            let bytes: usize = batch
-                .iter()
-                .map(|e: &Entry| RECORD_HEADER_LEN + e.body.len())
-                .sum();
-            let first = self.next_lsn;
-            let result = self.write_batch(&batch, work.force_sync || work.closing);
+            let work = self.wait_for_work(&mut batch, sync_wanted);
+            sync_wanted |= work.sync_requested || work.timed_out;
+            let result = self.step(&mut batch, &work, &mut sync_wanted);
             if let Err(e) = result {
                 self.poison(&e, &mut batch);
                 return;
             }
-            self.publish();
-            // Whatever the policy, a batch that was written (and synced, if
-            // the policy says so) is acknowledged as a whole.
-            for (i, e) in batch.drain(..).enumerate() {
-                if let Some(done) = e.done {
-                    let _ = done.send(Ok(Lsn(first.0 + i as u64)));
-                }
-            }
-            self.shared.space.add_permits(bytes);
             if work.closing {
                 match self.finish() {
                     Ok(()) => {
@@ -1045,16 +1160,52 @@ impl Writer {
         }
     }
 
-    fn wait_for_work(&mut self, batch: &mut Vec<Entry>) -> Work {
+    /// One turn of the loop: take in a finished sync, write the new batch,
+    /// start the next sync if one is due.
+    fn step(&mut self, batch: &mut Vec<Entry>, work: &Work, sync_wanted: &mut bool) -> Result<()> {
+        if let Some(done) = &work.sync_done {
+            self.sync_finished(done)?;
+        }
+        if !batch.is_empty() {
+            self.write_batch(batch)?;
+        }
+        let unsynced = self.synced < self.next_lsn;
+        match self.shared.opts.sync {
+            SyncPolicy::Always => *sync_wanted |= unsynced,
+            SyncPolicy::Interval(every) => {
+                *sync_wanted |= unsynced && self.last_sync.elapsed() >= every;
+            }
+            SyncPolicy::None => {}
+        }
+        if *sync_wanted && self.syncing.is_none() {
+            if unsynced {
+                self.syncer.request(Arc::clone(&self.file), self.next_lsn);
+                self.syncing = Some(self.next_lsn);
+            }
+            *sync_wanted = false;
+        }
+        // Publish before acknowledging: a caller that sees its append resolve
+        // can read the record back at once.
+        self.publish();
+        self.acknowledge();
+        Ok(())
+    }
+
+    fn wait_for_work(&mut self, batch: &mut Vec<Entry>, sync_wanted: bool) -> Work {
         let mut q = lock(&self.shared.queue);
         let mut timed_out = false;
         loop {
-            if !q.entries.is_empty() || q.closing || q.sync_requested {
+            if !q.entries.is_empty()
+                || q.closing
+                || q.sync_requested
+                || q.sync_done.is_some()
+                || (sync_wanted && self.syncing.is_none())
+            {
                 break;
             }
             let unsynced = self.synced < self.next_lsn;
             match self.shared.opts.sync {
-                SyncPolicy::Interval(every) if unsynced => {
+                SyncPolicy::Interval(every) if unsynced && self.syncing.is_none() => {
                     let deadline = self.last_sync + every;
                     let now = Instant::now();
                     if now >= deadline {
@@ -1081,10 +1232,11 @@ impl Writer {
         }
         q.writer_idle = false;
         std::mem::swap(&mut q.entries, batch);
-        let force_sync = std::mem::take(&mut q.sync_requested) || timed_out;
         Work {
             closing: q.closing,
-            force_sync,
+            sync_requested: std::mem::take(&mut q.sync_requested),
+            timed_out,
+            sync_done: q.sync_done.take(),
         }
     }
 
@@ -1095,64 +1247,126 @@ impl Writer {
             .join(format::segment_name(self.number))
     }
 
-    fn write_batch(&mut self, batch: &[Entry], force_sync: bool) -> Result<()> {
-        if !batch.is_empty() {
-            if self.len >= self.shared.opts.segment_size && self.records_in_segment > 0 {
-                self.rotate()?;
-            }
-            self.buf.clear();
-            // Every record carries the synced watermark at the time it was
-            // written; recovery uses it to tell a torn tail from damage.
-            let durable = self.synced;
-            for e in batch {
-                self.head = format::encode_record(
-                    &mut self.buf,
-                    e.kind,
-                    self.next_lsn,
-                    durable,
-                    &self.head,
-                    &e.body,
-                );
-                self.next_lsn = self.next_lsn.next();
-            }
-            write_all_at(&*self.file, &self.buf, self.len)
-                .map_err(|e| WalError::io("write", self.path(), e))?;
-            self.len += self.buf.len() as u64;
-            self.records_in_segment += batch.len() as u64;
-            let c = &self.shared.stats;
-            c.batches.fetch_add(1, Ordering::Relaxed);
-            c.records.fetch_add(batch.len() as u64, Ordering::Relaxed);
-            c.bytes.fetch_add(self.buf.len() as u64, Ordering::Relaxed);
-            if self.buf.capacity() > 4 * self.buf.len().max(1 << 20) {
-                self.buf = Vec::new();
-            }
+    /// Takes in the sync thread's answer.
+    fn sync_finished(&mut self, done: &SyncDone) -> Result<()> {
+        self.syncing = None;
+        if let Err(e) = &done.result {
+            return Err(WalError::io(
+                "fdatasync",
+                self.path(),
+                std::io::Error::new(e.kind(), e.to_string()),
+            ));
         }
-        let due = match self.shared.opts.sync {
-            SyncPolicy::Always => true,
-            SyncPolicy::Interval(every) => self.last_sync.elapsed() >= every,
-            SyncPolicy::None => false,
+        self.synced = self.synced.max(done.upto);
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    /// Waits for the running sync, if any, and takes in its answer.
+    fn await_sync(&mut self) -> Result<()> {
+        if self.syncing.is_none() {
+            return Ok(());
+        }
+        let done = {
+            let mut q = lock(&self.shared.queue);
+            loop {
+                if let Some(done) = q.sync_done.take() {
+                    break done;
+                }
+                q = self
+                    .shared
+                    .wake
+                    .wait(q)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
         };
-        if (due || force_sync) && self.synced < self.next_lsn {
-            self.sync()?;
+        self.sync_finished(&done)
+    }
+
+    /// Syncs everything written, on this thread (rotation and close).
+    fn sync_now(&mut self) -> Result<()> {
+        self.await_sync()?;
+        if self.synced < self.next_lsn {
+            let started = Instant::now();
+            self.file
+                .sync_data()
+                .map_err(|e| WalError::io("fdatasync", self.path(), e))?;
+            self.shared.stats.record_sync(started.elapsed());
+            self.synced = self.next_lsn;
+            self.last_sync = Instant::now();
         }
         Ok(())
     }
 
-    fn sync(&mut self) -> Result<()> {
-        let started = Instant::now();
-        self.file
-            .sync_data()
-            .map_err(|e| WalError::io("fdatasync", self.path(), e))?;
+    fn write_batch(&mut self, batch: &mut Vec<Entry>) -> Result<()> {
+        if self.len >= self.shared.opts.segment_size && self.records_in_segment > 0 {
+            self.rotate()?;
+        }
+        self.buf.clear();
+        // Every record carries the synced watermark at the time it was
+        // written; recovery uses it to tell a torn tail from damage.
+        let durable = self.synced;
+        let first = self.next_lsn;
+        let mut bytes = 0;
+        for e in batch.iter() {
+            bytes += RECORD_HEADER_LEN + e.body.len();
+            self.head = format::encode_record(
+                &mut self.buf,
+                e.kind,
+                self.next_lsn,
+                durable,
+                &self.head,
+                &e.body,
+            );
+            self.next_lsn = self.next_lsn.next();
+        }
+        write_all_at(&*self.file, &self.buf, self.len)
+            .map_err(|e| WalError::io("write", self.path(), e))?;
+        self.len += self.buf.len() as u64;
+        self.records_in_segment += batch.len() as u64;
         let c = &self.shared.stats;
-        c.syncs.fetch_add(1, Ordering::Relaxed);
-        c.sync_nanos.fetch_add(
-            u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
-        self.synced = self.next_lsn;
-        self.synced_len = self.len;
-        self.last_sync = Instant::now();
+        c.batches.fetch_add(1, Ordering::Relaxed);
+        c.records.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        c.bytes.fetch_add(self.buf.len() as u64, Ordering::Relaxed);
+        if self.buf.capacity() > 4 * self.buf.len().max(1 << 20) {
+            self.buf = Vec::new();
+        }
+        self.written.push_back(Written {
+            entries: std::mem::take(batch),
+            first,
+            end: self.next_lsn,
+            bytes,
+            segment: self.number,
+            end_offset: self.len,
+        });
         Ok(())
+    }
+
+    /// Acknowledges the written batches the policy allows: under `always`
+    /// those a finished sync covers, otherwise all of them.
+    fn acknowledge(&mut self) {
+        let limit = match self.shared.opts.sync {
+            SyncPolicy::Always => self.synced,
+            SyncPolicy::Interval(_) | SyncPolicy::None => self.next_lsn,
+        };
+        let mut released = 0;
+        while self.written.front().is_some_and(|w| w.end <= limit) {
+            let Some(w) = self.written.pop_front() else {
+                break;
+            };
+            if w.segment == self.number {
+                self.acked_len = w.end_offset;
+            }
+            for (i, e) in w.entries.into_iter().enumerate() {
+                if let Some(done) = e.done {
+                    let _ = done.send(Ok(Lsn(w.first.0 + i as u64)));
+                }
+            }
+            released += w.bytes;
+        }
+        if released > 0 {
+            self.shared.space.add_permits(released);
+        }
     }
 
     /// Closes the open segment and starts the next. Order matters for
@@ -1160,9 +1374,8 @@ impl Writer {
     /// synced; the new segment is created complete under a temporary name,
     /// renamed, and the directory synced; only then is the old one sealed.
     fn rotate(&mut self) -> Result<()> {
-        if self.synced < self.next_lsn {
-            self.sync()?;
-        }
+        self.sync_now()?;
+        self.acknowledge();
         let header = SegmentHeader {
             number: self.number + 1,
             first_lsn: self.next_lsn,
@@ -1188,6 +1401,7 @@ impl Writer {
                 old.closed = true;
                 old.closed_at = Some(created);
                 old.bytes = self.len + CONTROL_FRAME_LEN as u64;
+                old.last_lsn = Some(Lsn(self.next_lsn.0 - 1));
             }
             segments.push(SegmentInfo {
                 number: header.number,
@@ -1204,18 +1418,21 @@ impl Writer {
                 closed_at: None,
             });
         }
-        self.file = file;
+        self.file = Arc::from(file);
         self.number = header.number;
         self.len = SEGMENT_HEADER_LEN as u64;
-        self.synced_len = self.len;
         self.acked_len = self.len;
         self.records_in_segment = 0;
         tracing::debug!(segment = header.number, first_lsn = %header.first_lsn, "WAL segment rotated");
         Ok(())
     }
 
-    /// Writes the clean-close frame and syncs.
+    /// Syncs and acknowledges everything, then writes the clean-close frame
+    /// and syncs it.
     fn finish(&mut self) -> Result<()> {
+        self.sync_now()?;
+        self.publish();
+        self.acknowledge();
         let close = ControlFrame {
             kind: ControlKind::Close,
             number: self.number,
@@ -1228,19 +1445,16 @@ impl Writer {
         self.file
             .sync_data()
             .map_err(|e| WalError::io("fdatasync", self.path(), e))?;
-        self.synced = self.next_lsn;
-        self.publish();
         Ok(())
     }
 
     fn publish(&mut self) {
         let written = self.next_lsn;
         let synced = self.synced;
-        let (acked, acked_len) = match self.shared.opts.sync {
-            SyncPolicy::Always => (synced, self.synced_len),
-            SyncPolicy::Interval(_) | SyncPolicy::None => (written, self.len),
+        let acked = match self.shared.opts.sync {
+            SyncPolicy::Always => synced,
+            SyncPolicy::Interval(_) | SyncPolicy::None => written,
         };
-        self.acked_len = acked_len;
         {
             let mut segments = lock(&self.shared.segments);
             if let Some(open) = segments.last_mut() {
@@ -1258,7 +1472,7 @@ impl Writer {
     }
 
     /// After a failed write or sync nothing more is acknowledged: the failed
-    /// batch's waiters, everything queued, and every later append get the
+    /// batches' waiters, everything queued, and every later append get the
     /// error until the WAL is reopened. The sync is never retried (a retried
     /// fsync can succeed without the data being on disk).
     fn poison(&mut self, e: &WalError, failed: &mut Vec<Entry>) {
@@ -1269,7 +1483,8 @@ impl Writer {
             q.poisoned = Some(Arc::clone(&cause));
             std::mem::take(&mut q.entries)
         };
-        for entry in failed.drain(..).chain(queued) {
+        let written = self.written.drain(..).flat_map(|w| w.entries);
+        for entry in written.chain(failed.drain(..)).chain(queued) {
             if let Some(done) = entry.done {
                 let _ = done.send(Err(WalError::Poisoned {
                     cause: Arc::clone(&cause),
@@ -1277,6 +1492,8 @@ impl Writer {
             }
         }
         self.shared.space.close();
+        // Let a running sync finish before cutting the file under it.
+        let _ = self.await_sync();
         // Cut the open segment back to the last acknowledged batch, best
         // effort. After a failed fsync the kernel may keep the unsynced bytes
         // readable in its cache without ever writing them; left there, a

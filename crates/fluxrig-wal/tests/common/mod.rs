@@ -95,16 +95,43 @@ impl Rng {
     }
 }
 
+/// What a workload did: the records acknowledged, and every record that
+/// got an LSN (acknowledged or not), both in LSN order.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub acked: Vec<Expected>,
+    pub submitted: Vec<Expected>,
+    pub err: Option<WalError>,
+}
+
+/// Checks that `got` (a recovered log) holds every acknowledged record and
+/// nothing but a prefix of what was submitted: the synced prefix. A record
+/// may be durable without having been acknowledged (its sync finished, the
+/// crash came before the answer), never the reverse.
+pub fn assert_synced_prefix(
+    got: &[Expected],
+    acked: &[Expected],
+    submitted: &[Expected],
+    context: &str,
+) {
+    assert!(
+        got.len() >= acked.len() && got[..acked.len()] == *acked,
+        "{context}: an acknowledged record is missing or different (recovered {} records, {} acknowledged)",
+        got.len(),
+        acked.len()
+    );
+    assert!(
+        got.len() <= submitted.len() && got == &submitted[..got.len()],
+        "{context}: the recovered log is not a prefix of what was submitted"
+    );
+}
+
 /// Appends `bursts` of concurrent records (and a group every fourth burst),
-/// awaiting each burst; returns what was acknowledged, stopping at the first
-/// failure (the WAL is poisoned after it).
-pub async fn bursty_workload(
-    wal: &Wal,
-    seed: u64,
-    bursts: usize,
-) -> (Vec<Expected>, Option<WalError>) {
+/// awaiting each burst, stopping at the first failure (the WAL is poisoned
+/// after it).
+pub async fn bursty_workload(wal: &Wal, seed: u64, bursts: usize) -> Outcome {
     let mut rng = Rng::new(seed);
-    let mut acked = Vec::new();
+    let mut out = Outcome::default();
     let mut counter = 0u64;
     for burst in 0..bursts {
         let mut pending = Vec::new();
@@ -115,10 +142,13 @@ pub async fn bursty_workload(
             let b = body(counter, rng.below(200) as usize);
             match wal.submit(kind, b.clone()).await {
                 Ok(p) => pending.push((p, vec![(kind, b)])),
-                Err(e) => return finish(pending, acked, Some(e)).await,
+                Err(e) => {
+                    out.err = Some(e);
+                    break;
+                }
             }
         }
-        if burst % 4 == 3 {
+        if burst % 4 == 3 && out.err.is_none() {
             let group: Vec<(u8, Vec<u8>)> = (0..3)
                 .map(|j| {
                     counter += 1;
@@ -127,39 +157,31 @@ pub async fn bursty_workload(
                 .collect();
             match wal.submit_group(group.clone()).await {
                 Ok(p) => pending.push((p, group)),
-                Err(e) => return finish(pending, acked, Some(e)).await,
+                Err(e) => out.err = Some(e),
             }
         }
-        let (a, err) = finish(pending, acked, None).await;
-        acked = a;
-        if err.is_some() {
-            return (acked, err);
-        }
-    }
-    (acked, None)
-}
-
-async fn finish(
-    pending: Vec<(fluxrig_wal::Pending, Vec<(u8, Vec<u8>)>)>,
-    mut acked: Vec<Expected>,
-    mut err: Option<WalError>,
-) -> (Vec<Expected>, Option<WalError>) {
-    for (p, records) in pending {
-        let first = p.lsn();
-        match p.await {
-            Ok(_) => {
-                for (i, (kind, body)) in records.into_iter().enumerate() {
-                    acked.push(Expected {
-                        lsn: Lsn(first.get() + i as u64),
-                        kind,
-                        body,
-                    });
+        for (p, records) in pending {
+            let first = p.lsn();
+            let expected: Vec<Expected> = records
+                .into_iter()
+                .enumerate()
+                .map(|(i, (kind, body))| Expected {
+                    lsn: Lsn(first.get() + i as u64),
+                    kind,
+                    body,
+                })
+                .collect();
+            out.submitted.extend(expected.iter().cloned());
+            match p.await {
+                Ok(_) => out.acked.extend(expected),
+                Err(e) => {
+                    out.err.get_or_insert(e);
                 }
             }
-            Err(e) => {
-                err.get_or_insert(e);
-            }
+        }
+        if out.err.is_some() {
+            break;
         }
     }
-    (acked, err)
+    out
 }
