@@ -41,7 +41,7 @@ fn rows(spec: &Spec) -> Vec<Row> {
             Some(Subfields::Positional { fields } | Subfields::Bitmap { fields, .. }) => {
                 for (n, sf) in fields {
                     let mut r = row(el, &format!("{}.{n}", el.number), &sf.name, &sf.format);
-                    r.cells[6] = format!("sf{n}");
+                    r.cells[6] = format!("{}.sf{n}", el.data_path().join("."));
                     sf.sensitivity
                         .map_or("", |s| s.as_str())
                         .clone_into(&mut r.cells[7]);

@@ -166,3 +166,95 @@ fn hash_ignores_formatting_key_order_and_spelled_out_defaults() {
     assert_eq!(ha, hb);
     assert_ne!(ha, hc);
 }
+
+/// A dialect exercising BCD, EBCDIC, binary prefixes and subfields.
+const MIXED: &str = r#"
+sdl: 1
+name: mixed
+version: "1"
+mti: bcd
+bitmap: binary
+defaults: { text: ebcdic, numeric: bcd, binary: binary, prefix: bcd }
+elements:
+  2:  { name: PAN, type: n, var: LL, max: 19, alias: card.pan, sensitivity: pan }
+  3:  { name: PC, type: n, fixed: 6 }
+  4:  { name: Amount, type: n, fixed: 12, alias: amount.transaction }
+  11: { name: STAN, type: n, fixed: 6, alias: trace.stan }
+  35: { name: Track 2, type: z, var: LL, max: 37, sensitivity: track }
+  41: { name: Terminal, type: ans, fixed: 8, alias: terminal.id }
+  43: { name: Name, type: ans, var: LL, max: 40, prefix: binary, sensitivity: pii }
+  48:
+    name: Additional
+    type: ans
+    var: LLL
+    max: 999
+    encoding: ascii
+    prefix: ascii
+    subfields:
+      layout: positional
+      fields:
+        1: { name: Channel, type: an, fixed: 2 }
+        2: { name: Reference, type: ans, var: LL, max: 40 }
+  62:
+    name: Private bitmapped
+    type: b
+    var: LLL
+    max: 200
+    subfields:
+      layout: bitmap
+      fields:
+        1: { name: A, type: n, fixed: 4 }
+        3: { name: C, type: ans, var: LL, max: 20, encoding: ascii, prefix: ascii }
+"#;
+
+#[test]
+fn bcd_ebcdic_binary_prefixes_and_subfields_round_trip() {
+    let s = fluxrig_iso8583::sdl::load_str("mixed", MIXED).unwrap();
+    let mut b = MessageBuilder::new();
+    b.set_mti("0200")
+        .set(2, "411111111111111") // odd digit count: a filler nibble
+        .set(3, "000000")
+        .set(4, "12500") // padded to 12 digits
+        .set(11, "4711")
+        .set(35, "4111111111111111=2812101")
+        .set(41, "TERM01")
+        .set(43, "Jane Doe, Paris")
+        .set(48, "WB12REF-00000001")
+        .set(62, "A000000000000000123430324142");
+    let wire = s.encode_to_vec(&b).unwrap();
+    // MTI in BCD, binary bitmap, PAN: BCD prefix 0x15 then 8 bytes (left filler).
+    assert_eq!(&wire[..2], b"\x02\x00");
+    assert_eq!(&wire[10..11], b"\x15");
+    assert_eq!(&wire[11..19], b"\x04\x11\x11\x11\x11\x11\x11\x11");
+    let m = s.decode(&wire).unwrap();
+    assert_eq!(m.field(2).unwrap().text(), "411111111111111");
+    assert_eq!(m.field(4).unwrap().text(), "000000012500");
+    assert_eq!(m.field(35).unwrap().text(), "4111111111111111=2812101");
+    assert_eq!(m.field(41).unwrap().text(), "TERM01  ");
+    assert_eq!(m.field(41).unwrap().wire()[0], 0xe3, "EBCDIC T");
+    assert_eq!(s.encode_to_vec(&m.to_builder()).unwrap(), wire);
+    let mut v = to_value(&m);
+    let de48 = v.get("de48").unwrap();
+    assert_eq!(de48.get("sf1").unwrap().as_str(), Some("WB"));
+    assert_eq!(de48.get("sf2").unwrap().as_str(), Some("REF-00000001"));
+    let de62 = v.get("de62").unwrap();
+    assert_eq!(de62.get("sf1").unwrap().as_str(), Some("1234"));
+    assert_eq!(de62.get("sf3").unwrap().as_str(), Some("AB"));
+    let mut again = Vec::new();
+    encode_value(&s, &v, &mut again).unwrap();
+    assert_eq!(again, wire);
+    mask::mask_data(&s, &mut v);
+    let shown = format!("{v:?}");
+    assert!(
+        !shown.contains("Jane") && !shown.contains("4111111111111111"),
+        "{shown}"
+    );
+    // Converting between dialects: the ASCII dialect re-encodes BCD/EBCDIC wire data.
+    let ascii = spec("iso8583-1987-ascii");
+    let mut t = m.to_builder();
+    t.remove(43).remove(62).remove(35);
+    let out = ascii.encode_to_vec(&t).unwrap();
+    let back = ascii.decode(&out).unwrap();
+    assert_eq!(back.field(2).unwrap().as_str(), Some("411111111111111"));
+    assert_eq!(back.field(41).unwrap().as_str(), Some("TERM01  "));
+}
