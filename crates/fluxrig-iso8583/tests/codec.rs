@@ -209,7 +209,7 @@ elements:
 
 #[test]
 fn bcd_ebcdic_binary_prefixes_and_subfields_round_trip() {
-    let s = fluxrig_iso8583::sdl::load_str("mixed", MIXED).unwrap();
+    let mixed = fluxrig_iso8583::sdl::load_str("mixed", MIXED).unwrap();
     let mut b = MessageBuilder::new();
     b.set_mti("0200")
         .set(2, "411111111111111") // odd digit count: a filler nibble
@@ -221,19 +221,19 @@ fn bcd_ebcdic_binary_prefixes_and_subfields_round_trip() {
         .set(43, "Jane Doe, Paris")
         .set(48, "WB12REF-00000001")
         .set(62, "A000000000000000123430324142");
-    let wire = s.encode_to_vec(&b).unwrap();
+    let wire = mixed.encode_to_vec(&b).unwrap();
     // MTI in BCD, binary bitmap, PAN: BCD prefix 0x15 then 8 bytes (left filler).
     assert_eq!(&wire[..2], b"\x02\x00");
     assert_eq!(&wire[10..11], b"\x15");
     assert_eq!(&wire[11..19], b"\x04\x11\x11\x11\x11\x11\x11\x11");
-    let m = s.decode(&wire).unwrap();
-    assert_eq!(m.field(2).unwrap().text(), "411111111111111");
-    assert_eq!(m.field(4).unwrap().text(), "000000012500");
-    assert_eq!(m.field(35).unwrap().text(), "4111111111111111=2812101");
-    assert_eq!(m.field(41).unwrap().text(), "TERM01  ");
-    assert_eq!(m.field(41).unwrap().wire()[0], 0xe3, "EBCDIC T");
-    assert_eq!(s.encode_to_vec(&m.to_builder()).unwrap(), wire);
-    let mut v = to_value(&m);
+    let msg = mixed.decode(&wire).unwrap();
+    assert_eq!(msg.field(2).unwrap().text(), "411111111111111");
+    assert_eq!(msg.field(4).unwrap().text(), "000000012500");
+    assert_eq!(msg.field(35).unwrap().text(), "4111111111111111=2812101");
+    assert_eq!(msg.field(41).unwrap().text(), "TERM01  ");
+    assert_eq!(msg.field(41).unwrap().wire()[0], 0xe3, "EBCDIC T");
+    assert_eq!(mixed.encode_to_vec(&msg.to_builder()).unwrap(), wire);
+    let mut v = to_value(&msg);
     let de48 = v.get("de48").unwrap();
     assert_eq!(de48.get("sf1").unwrap().as_str(), Some("WB"));
     assert_eq!(de48.get("sf2").unwrap().as_str(), Some("REF-00000001"));
@@ -241,9 +241,9 @@ fn bcd_ebcdic_binary_prefixes_and_subfields_round_trip() {
     assert_eq!(de62.get("sf1").unwrap().as_str(), Some("1234"));
     assert_eq!(de62.get("sf3").unwrap().as_str(), Some("AB"));
     let mut again = Vec::new();
-    encode_value(&s, &v, &mut again).unwrap();
+    encode_value(&mixed, &v, &mut again).unwrap();
     assert_eq!(again, wire);
-    mask::mask_data(&s, &mut v);
+    mask::mask_data(&mixed, &mut v);
     let shown = format!("{v:?}");
     assert!(
         !shown.contains("Jane") && !shown.contains("4111111111111111"),
@@ -251,7 +251,7 @@ fn bcd_ebcdic_binary_prefixes_and_subfields_round_trip() {
     );
     // Converting between dialects: the ASCII dialect re-encodes BCD/EBCDIC wire data.
     let ascii = spec("iso8583-1987-ascii");
-    let mut t = m.to_builder();
+    let mut t = msg.to_builder();
     t.remove(43).remove(62).remove(35);
     let out = ascii.encode_to_vec(&t).unwrap();
     let back = ascii.decode(&out).unwrap();
