@@ -7,17 +7,26 @@
 //! cargo run --release -p fluxrig-wal --example walbench -- --seconds 5 --runs 3
 //! ```
 //!
+//! Two ways of keeping N appends in flight are measured:
+//!
+//! - `tasks`: N Tokio tasks, each appending and awaiting in a loop (like N
+//!   connections, each waiting for its record before answering);
+//! - `window`: one task that keeps N `submit`s outstanding and awaits the
+//!   oldest (like a gear pipelining its input).
+//!
 //! Each WAL measurement starts with a one-second warm-up (spawning thousands
 //! of tasks, first allocations) whose appends are not counted; an append is
-//! counted when it started after the warm-up and completed before the end.
+//! counted when it started after the warm-up. Latency is from the call to
+//! `append`/`submit` until the record is durable.
 //!
 //! Options: `--dir DIR` (where to write; default the system temp dir, which
 //! should be on the disk under test), `--seconds N` per measurement,
-//! `--runs N`, `--inflight 1,64,4096`.
+//! `--runs N`, `--inflight 1,64,4096`, `--drivers tasks,window`.
+//! `WALBENCH_DEBUG=1` prints batch and sync counts per measurement.
 //!
 //! Criterion does not fit this measurement: what matters is throughput and
-//! the latency distribution under a fixed number of concurrent appenders
-//! for seconds at a time, not the mean time of one call.
+//! the latency distribution under a fixed number of appends in flight for
+//! seconds at a time, not the mean time of one call.
 
 #![allow(
     clippy::print_stdout,
@@ -26,6 +35,7 @@
     clippy::cast_possible_truncation
 )]
 
+use std::collections::VecDeque;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -38,6 +48,7 @@ use fluxrig_wal::{RECORD_HEADER_LEN, SyncPolicy, Wal, WalOptions};
 use hdrhistogram::Histogram;
 
 const BODY: usize = 256;
+const FRAME: usize = BODY + RECORD_HEADER_LEN;
 /// Appends before this are not measured.
 const WARM_UP: Duration = Duration::from_secs(1);
 
@@ -46,6 +57,7 @@ struct Args {
     seconds: f64,
     runs: usize,
     inflight: Vec<usize>,
+    drivers: Vec<String>,
 }
 
 fn args() -> Args {
@@ -54,6 +66,7 @@ fn args() -> Args {
         seconds: 5.0,
         runs: 3,
         inflight: vec![1, 64, 4096],
+        drivers: vec!["tasks".into(), "window".into()],
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -63,10 +76,15 @@ fn args() -> Args {
             "--seconds" => a.seconds = value.parse().unwrap(),
             "--runs" => a.runs = value.parse().unwrap(),
             "--inflight" => a.inflight = value.split(',').map(|v| v.parse().unwrap()).collect(),
+            "--drivers" => a.drivers = value.split(',').map(String::from).collect(),
             _ => panic!("unknown option {flag}"),
         }
     }
     a
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1_000, 60_000_000_000, 2).unwrap()
 }
 
 fn ms(h: &Histogram<u64>, q: f64) -> f64 {
@@ -83,15 +101,15 @@ fn disk_sync_latency(dir: &Path, seconds: f64) -> Histogram<u64> {
         .write(true)
         .open(&path)
         .unwrap();
-    let buf = vec![0x5a; BODY + RECORD_HEADER_LEN];
-    let mut h = Histogram::<u64>::new(3).unwrap();
+    let buf = vec![0x5a; FRAME];
+    let mut h = histogram();
     let mut offset = 0;
     let end = Instant::now() + Duration::from_secs_f64(seconds);
     while Instant::now() < end {
         let t = Instant::now();
         f.write_all_at(&buf, offset).unwrap();
         f.sync_data().unwrap();
-        h.record(t.elapsed().as_nanos() as u64).unwrap();
+        h.saturating_record(t.elapsed().as_nanos() as u64);
         offset += buf.len() as u64;
     }
     std::fs::remove_file(path).unwrap();
@@ -121,13 +139,83 @@ fn disk_bandwidth(dir: &Path, bytes: usize) -> f64 {
 
 struct WalResult {
     records_per_s: f64,
-    payload_mb_s: f64,
-    disk_mb_s: f64,
     p50_ms: f64,
     p99_ms: f64,
 }
 
-fn wal_run(dir: &Path, inflight: usize, seconds: f64) -> WalResult {
+/// N tasks, each appending and awaiting in a loop.
+async fn drive_tasks(
+    wal: &Wal,
+    inflight: usize,
+    stop: &Arc<AtomicBool>,
+    measuring: &Arc<AtomicBool>,
+) -> (Histogram<u64>, u64) {
+    let body = bytes::Bytes::from(vec![0x42u8; BODY]);
+    let tasks: Vec<_> = (0..inflight)
+        .map(|_| {
+            let wal = wal.clone();
+            let stop = Arc::clone(stop);
+            let measuring = Arc::clone(measuring);
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut h = histogram();
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let measured = measuring.load(Ordering::Relaxed);
+                    let t = Instant::now();
+                    wal.append(1, body.clone()).await.unwrap();
+                    if measured {
+                        h.saturating_record(t.elapsed().as_nanos() as u64);
+                        n += 1;
+                    }
+                }
+                (h, n)
+            })
+        })
+        .collect();
+    let mut total = histogram();
+    let mut count = 0;
+    for t in tasks {
+        let (h, n) = t.await.unwrap();
+        total.add(&h).unwrap();
+        count += n;
+    }
+    (total, count)
+}
+
+/// One task keeping N submits outstanding, awaiting the oldest (appends
+/// complete in LSN order, so the oldest is always the next to finish).
+async fn drive_window(
+    wal: &Wal,
+    inflight: usize,
+    stop: &Arc<AtomicBool>,
+    measuring: &Arc<AtomicBool>,
+) -> (Histogram<u64>, u64) {
+    let body = bytes::Bytes::from(vec![0x42u8; BODY]);
+    let mut window = VecDeque::with_capacity(inflight);
+    let mut h = histogram();
+    let mut n = 0u64;
+    loop {
+        let stopping = stop.load(Ordering::Relaxed);
+        while !stopping && window.len() < inflight {
+            let measured = measuring.load(Ordering::Relaxed);
+            let t = Instant::now();
+            let p = wal.submit(1, body.clone()).await.unwrap();
+            window.push_back((t, measured, p));
+        }
+        let Some((t, measured, p)) = window.pop_front() else {
+            break;
+        };
+        p.await.unwrap();
+        if measured {
+            h.saturating_record(t.elapsed().as_nanos() as u64);
+            n += 1;
+        }
+    }
+    (h, n)
+}
+
+fn wal_run(dir: &Path, driver: &str, inflight: usize, seconds: f64) -> WalResult {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .build()
@@ -137,34 +225,8 @@ fn wal_run(dir: &Path, inflight: usize, seconds: f64) -> WalResult {
     let (wal, _) = Wal::open(wal_dir.path(), opts).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let measuring = Arc::new(AtomicBool::new(false));
-    let body = bytes::Bytes::from(vec![0x42u8; BODY]);
     let (hist, count, elapsed) = rt.block_on(async {
-        let tasks: Vec<_> = (0..inflight)
-            .map(|_| {
-                let wal = wal.clone();
-                let stop = Arc::clone(&stop);
-                let measuring = Arc::clone(&measuring);
-                let body = body.clone();
-                tokio::spawn(async move {
-                    let mut h =
-                        Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 2).unwrap();
-                    let mut n = 0u64;
-                    while !stop.load(Ordering::Relaxed) {
-                        // Appends that start in the warm-up (task start-up,
-                        // first allocations) are not measured.
-                        let measured = measuring.load(Ordering::Relaxed);
-                        let t = Instant::now();
-                        wal.append(1, body.clone()).await.unwrap();
-                        if measured {
-                            h.saturating_record(t.elapsed().as_nanos() as u64);
-                            n += 1;
-                        }
-                    }
-                    (h, n)
-                })
-            })
-            .collect();
-        let started = tokio::task::spawn_blocking({
+        let timer = tokio::task::spawn_blocking({
             let stop = Arc::clone(&stop);
             let measuring = Arc::clone(&measuring);
             move || {
@@ -175,42 +237,32 @@ fn wal_run(dir: &Path, inflight: usize, seconds: f64) -> WalResult {
                 stop.store(true, Ordering::Relaxed);
                 started
             }
-        })
-        .await
-        .unwrap();
-        let mut total = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 2).unwrap();
-        let mut count = 0;
-        for t in tasks {
-            let (h, n) = t.await.unwrap();
-            total.add(&h).unwrap();
-            count += n;
-        }
-        (total, count, started.elapsed().as_secs_f64())
+        });
+        let (h, n) = match driver {
+            "tasks" => drive_tasks(&wal, inflight, &stop, &measuring).await,
+            "window" => drive_window(&wal, inflight, &stop, &measuring).await,
+            other => panic!("unknown driver {other}"),
+        };
+        let started = timer.await.unwrap();
+        (h, n, started.elapsed().as_secs_f64())
     });
     if std::env::var_os("WALBENCH_DEBUG").is_some() {
-        println!(
-            "  debug: p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2} ms, n {}",
-            ms(&hist, 0.9),
-            ms(&hist, 0.99),
-            ms(&hist, 0.999),
-            hist.max() as f64 / 1e6,
-            hist.len()
-        );
         let st = wal.stats();
         println!(
-            "  debug: {} batches, {:.0} records/batch, {} syncs, mean fdatasync {:.2} ms",
+            "  debug: p90 {:.2} p99.9 {:.2} max {:.2} ms; {} batches, {:.0} records/batch, {} syncs, {:.0} records/sync, mean fdatasync {:.2} ms",
+            ms(&hist, 0.9),
+            ms(&hist, 0.999),
+            hist.max() as f64 / 1e6,
             st.batches,
             st.records as f64 / st.batches as f64,
             st.syncs,
+            st.records as f64 / st.syncs as f64,
             st.sync_time.as_secs_f64() * 1e3 / st.syncs as f64
         );
     }
     rt.block_on(wal.close()).unwrap();
-    let rate = count as f64 / elapsed;
     WalResult {
-        records_per_s: rate,
-        payload_mb_s: rate * BODY as f64 / 1e6,
-        disk_mb_s: rate * (BODY + RECORD_HEADER_LEN) as f64 / 1e6,
+        records_per_s: count as f64 / elapsed,
         p50_ms: ms(&hist, 0.5),
         p99_ms: ms(&hist, 0.99),
     }
@@ -229,11 +281,13 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() {
     let a = args();
     let probe_dir = tempfile::tempdir_in(&a.dir).unwrap();
-    let mut sync_p50 = Vec::new();
-    let mut sync_p99 = Vec::new();
-    let mut sync_rate = Vec::new();
-    let mut bw = Vec::new();
-    let mut wal: Vec<Vec<WalResult>> = a.inflight.iter().map(|_| Vec::new()).collect();
+    let (mut sync_p50, mut sync_p99, mut sync_rate, mut bw) = (vec![], vec![], vec![], vec![]);
+    let cases: Vec<(String, usize)> = a
+        .drivers
+        .iter()
+        .flat_map(|d| a.inflight.iter().map(move |&n| (d.clone(), n)))
+        .collect();
+    let mut results: Vec<Vec<WalResult>> = cases.iter().map(|_| Vec::new()).collect();
     println!(
         "dir {} | {} s per measurement | {} runs",
         a.dir.display(),
@@ -242,75 +296,70 @@ fn main() {
     );
     for run in 1..=a.runs {
         let h = disk_sync_latency(probe_dir.path(), a.seconds);
-        let b = disk_bandwidth(probe_dir.path(), 256 << 20);
+        let b = disk_bandwidth(probe_dir.path(), 256 << 20) / 1e6;
+        let rate = h.len() as f64 / a.seconds;
         println!(
-            "run {run}: disk write+fdatasync p50 {:.2} ms p99 {:.2} ms ({:.0}/s), sequential {:.0} MB/s",
+            "run {run}: disk write+fdatasync p50 {:.2} ms p99 {:.2} ms ({rate:.0}/s), sequential {b:.0} MB/s",
             ms(&h, 0.5),
             ms(&h, 0.99),
-            h.len() as f64 / a.seconds,
-            b / 1e6
         );
         sync_p50.push(ms(&h, 0.5));
         sync_p99.push(ms(&h, 0.99));
-        sync_rate.push(h.len() as f64 / a.seconds);
-        bw.push(b / 1e6);
-        for (i, &n) in a.inflight.iter().enumerate() {
-            let r = wal_run(&a.dir, n, a.seconds);
+        sync_rate.push(rate);
+        bw.push(b);
+        for (i, (driver, n)) in cases.iter().enumerate() {
+            let r = wal_run(&a.dir, driver, *n, a.seconds);
             println!(
-                "run {run}: WAL always, {n:>5} in flight: {:>9.0} records/s, {:>6.1} MB/s payload ({:.1} MB/s on disk), p50 {:.2} ms, p99 {:.2} ms",
-                r.records_per_s, r.payload_mb_s, r.disk_mb_s, r.p50_ms, r.p99_ms
+                "run {run}: WAL always, {driver:>6}, {n:>5} in flight: {:>9.0} records/s, {:>6.1} MB/s on disk, p50 {:.2} ms, p99 {:.2} ms",
+                r.records_per_s,
+                r.records_per_s * FRAME as f64 / 1e6,
+                r.p50_ms,
+                r.p99_ms
             );
-            wal[i].push(r);
+            results[i].push(r);
         }
     }
     let disk_p99 = median(sync_p99.clone());
     let disk_bw = median(bw.clone());
+    let disk_rate = median(sync_rate);
     println!();
     println!("## medians of {} runs", a.runs);
     println!();
-    println!("| measurement | records/s | MB/s (payload) | MB/s (on disk) | p50 ms | p99 ms |");
+    println!("| measurement | records/s | MB/s payload | MB/s on disk | p50 ms | p99 ms |");
     println!("|---|---:|---:|---:|---:|---:|");
     println!(
-        "| disk: write {} B + fdatasync, 1 at a time | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} |",
-        BODY + RECORD_HEADER_LEN,
-        median(sync_rate.clone()),
-        median(sync_rate.clone()) * BODY as f64 / 1e6,
-        median(sync_rate) * (BODY + RECORD_HEADER_LEN) as f64 / 1e6,
+        "| disk: write {FRAME} B + `fdatasync`, one at a time | {disk_rate:.0} | {:.2} | {:.2} | {:.2} | {disk_p99:.2} |",
+        disk_rate * BODY as f64 / 1e6,
+        disk_rate * FRAME as f64 / 1e6,
         median(sync_p50),
-        disk_p99
     );
-    println!("| disk: sequential write, 1 MiB writes + fdatasync | | | {disk_bw:.0} | | |");
-    for (i, &n) in a.inflight.iter().enumerate() {
-        let rs = &wal[i];
-        println!(
-            "| WAL `always`, {n} in flight | {:.0} | {:.1} | {:.1} | {:.2} | {:.2} |",
-            median(rs.iter().map(|r| r.records_per_s).collect()),
-            median(rs.iter().map(|r| r.payload_mb_s).collect()),
-            median(rs.iter().map(|r| r.disk_mb_s).collect()),
-            median(rs.iter().map(|r| r.p50_ms).collect()),
-            median(rs.iter().map(|r| r.p99_ms).collect()),
-        );
-    }
-    if let Some(i) = a.inflight.iter().position(|&n| n >= 4096) {
-        let rs = &wal[i];
+    println!("| disk: sequential write, 1 MiB writes + `fdatasync` | | | {disk_bw:.0} | | |");
+    let need_rate = 200_000f64.min(0.5 * disk_bw * 1e6 / FRAME as f64);
+    let mut verdicts = Vec::new();
+    for (i, (driver, n)) in cases.iter().enumerate() {
+        let rs = &results[i];
         let rate = median(rs.iter().map(|r| r.records_per_s).collect());
-        let mbs = median(rs.iter().map(|r| r.disk_mb_s).collect());
+        let p50 = median(rs.iter().map(|r| r.p50_ms).collect());
         let p99 = median(rs.iter().map(|r| r.p99_ms).collect());
-        let need_rate = 200_000f64.min(0.5 * disk_bw * 1e6 / (BODY + RECORD_HEADER_LEN) as f64);
-        println!();
         println!(
-            "target throughput (≥ min(200,000 records/s, 50% of {disk_bw:.0} MB/s = {need_rate:.0} records/s)): {:.0} records/s ({mbs:.1} MB/s) → {}",
-            rate,
-            if rate >= need_rate { "met" } else { "MISSED" }
+            "| WAL `always`, {driver}, {n} in flight | {rate:.0} | {:.1} | {:.1} | {p50:.2} | {p99:.2} |",
+            rate * BODY as f64 / 1e6,
+            rate * FRAME as f64 / 1e6,
         );
-        println!(
-            "target latency (p99 ≤ 2 × disk fdatasync p99 = {:.2} ms): {p99:.2} ms → {}",
-            2.0 * disk_p99,
-            if p99 <= 2.0 * disk_p99 {
-                "met"
-            } else {
-                "MISSED"
-            }
-        );
+        if *n >= 4096 {
+            verdicts.push(format!(
+                "{driver}, {n} in flight: {rate:.0} records/s vs ≥ {need_rate:.0} → {}; p99 {p99:.2} ms vs ≤ {:.2} ms → {}",
+                if rate >= need_rate { "met" } else { "MISSED" },
+                2.0 * disk_p99,
+                if p99 <= 2.0 * disk_p99 { "met" } else { "MISSED" },
+            ));
+        }
+    }
+    println!();
+    println!(
+        "targets: throughput ≥ min(200,000 records/s, 50% of {disk_bw:.0} MB/s); p99 ≤ 2 × disk fdatasync p99"
+    );
+    for v in verdicts {
+        println!("  {v}");
     }
 }

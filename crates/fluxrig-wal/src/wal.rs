@@ -1166,9 +1166,23 @@ impl Writer {
         if let Some(done) = &work.sync_done {
             self.sync_finished(done)?;
         }
+        // Start the next sync on what is already written before framing the
+        // new batch: the disk is never idle while this thread hashes.
+        self.maybe_sync(sync_wanted);
         if !batch.is_empty() {
             self.write_batch(batch)?;
+            self.maybe_sync(sync_wanted);
         }
+        // Publish before acknowledging: a caller that sees its append resolve
+        // can read the record back at once.
+        self.publish();
+        self.acknowledge();
+        Ok(())
+    }
+
+    /// Asks the sync thread to sync everything written so far, when the
+    /// policy (or a caller) wants a sync and none is running.
+    fn maybe_sync(&mut self, sync_wanted: &mut bool) {
         let unsynced = self.synced < self.next_lsn;
         match self.shared.opts.sync {
             SyncPolicy::Always => *sync_wanted |= unsynced,
@@ -1184,11 +1198,6 @@ impl Writer {
             }
             *sync_wanted = false;
         }
-        // Publish before acknowledging: a caller that sees its append resolve
-        // can read the record back at once.
-        self.publish();
-        self.acknowledge();
-        Ok(())
     }
 
     fn wait_for_work(&mut self, batch: &mut Vec<Entry>, sync_wanted: bool) -> Work {
