@@ -354,7 +354,21 @@ impl Field {
     }
 
     pub(crate) fn from_name(name: &str) -> Option<Field> {
-        Field::ALL.into_iter().find(|f| f.name() == name)
+        // A match compiles to a switch on the length and one comparison,
+        // cheaper than scanning `ALL` (this runs for every envelope key).
+        Some(match name {
+            "id" => Field::Id,
+            "ts" => Field::Ts,
+            "raw" => Field::Raw,
+            "ref" => Field::Ref,
+            "src" => Field::Src,
+            "data" => Field::Data,
+            "meta" => Field::Meta,
+            "path" => Field::Path,
+            "flags" => Field::Flags,
+            "trace" => Field::Trace,
+            _ => return None,
+        })
     }
 }
 
@@ -553,16 +567,23 @@ fn schema(offset: usize, field: impl Into<String>, reason: &'static str) -> Deco
     }
 }
 
-/// Reads an unsigned integer field.
-fn uint(r: &mut Reader<'_>, field: &str) -> Result<u64, DecodeError> {
+/// Reads an unsigned integer field; `field` names it in the error (built
+/// only then: formatting names on the happy path costs more than decoding).
+fn uint(r: &mut Reader<'_>, field: impl FnOnce() -> String) -> Result<u64, DecodeError> {
+    if let Some(v) = r.try_u64() {
+        return Ok(v);
+    }
     let at = r.position();
     match r.peek()? {
         Type::U8 | Type::U16 | Type::U32 | Type::U64 => r.u64(),
-        _ => Err(schema(at, field, "expected an unsigned integer")),
+        _ => Err(schema(at, field(), "expected an unsigned integer")),
     }
 }
 
 fn text<'b>(r: &mut Reader<'b>, field: impl FnOnce() -> String) -> Result<&'b str, DecodeError> {
+    if let Some(s) = r.try_text() {
+        return s;
+    }
     let at = r.position();
     match r.peek()? {
         Type::String => r.text(),
@@ -611,13 +632,14 @@ fn decode_envelope(r: &mut Reader<'_>) -> Result<FluxMsg, DecodeError> {
 fn decode_field(r: &mut Reader<'_>, field: Field, msg: &mut FluxMsg) -> Result<(), DecodeError> {
     let at = r.position();
     let name = field.name();
+    let named = || name.to_owned();
     match field {
-        Field::Id => msg.id = FluxId::from_raw(uint(r, name)?),
-        Field::Ts => msg.ts = uint(r, name)?,
-        Field::Ref => msg.reference = Some(FluxId::from_raw(uint(r, name)?)),
-        Field::Src => msg.src = Some(EntityId::from_raw(uint(r, name)?)),
+        Field::Id => msg.id = FluxId::from_raw(uint(r, named)?),
+        Field::Ts => msg.ts = uint(r, named)?,
+        Field::Ref => msg.reference = Some(FluxId::from_raw(uint(r, named)?)),
+        Field::Src => msg.src = Some(EntityId::from_raw(uint(r, named)?)),
         Field::Flags => {
-            let v = uint(r, name)?;
+            let v = uint(r, named)?;
             msg.flags =
                 Flags(u32::try_from(v).map_err(|_| schema(at, name, "flags must fit in 32 bits"))?);
         }
@@ -631,9 +653,9 @@ fn decode_field(r: &mut Reader<'_>, field: Field, msg: &mut FluxMsg) -> Result<(
             if r.peek()? != Type::Bytes {
                 return Err(schema(at, name, "expected a byte string"));
             }
-            let b = r.bytes()?;
+            let b = r.byte_slice()?;
             msg.trace =
-                Some(TraceContext::from_cbor_bytes(&b).map_err(|_| {
+                Some(TraceContext::from_cbor_bytes(b).map_err(|_| {
                     schema(at, name, "expected 25 bytes: trace-id, parent-id, flags")
                 })?);
         }
@@ -643,23 +665,37 @@ fn decode_field(r: &mut Reader<'_>, field: Field, msg: &mut FluxMsg) -> Result<(
                 return Err(schema(at, name, "expected a map of text to text"));
             }
             let len = r.map()?;
-            let mut entries = Vec::with_capacity(len.min(64));
+            let mut entries: Vec<(CompactString, CompactString)> = Vec::with_capacity(len.min(64));
+            // As in `Reader::map_entries`: offsets are kept only from the
+            // first key out of order, where any duplicate's later key is.
+            let mut unsorted_from = None;
             let mut offsets = Vec::new();
-            for _ in 0..len {
-                offsets.push(r.position());
+            for i in 0..len {
+                let key_at = r.position();
                 let k = text(r, || "meta".to_owned())?;
+                if unsorted_from.is_none()
+                    && entries
+                        .last()
+                        .is_some_and(|(prev, _)| text_cmp(prev, k) != Ordering::Less)
+                {
+                    unsorted_from = Some(i);
+                }
+                if unsorted_from.is_some() {
+                    offsets.push(key_at);
+                }
                 let v = text(r, || format!("meta.{k}"))?;
                 entries.push((CompactString::from(k), CompactString::from(v)));
             }
-            if !entries
-                .windows(2)
-                .all(|w| text_cmp(&w[0].0, &w[1].0) == Ordering::Less)
-            {
+            if let Some(first) = unsorted_from {
                 let mut idx: Vec<usize> = (0..entries.len()).collect();
                 idx.sort_by(|&a, &b| text_cmp(&entries[a].0, &entries[b].0));
                 if let Some(w) = idx.windows(2).find(|w| entries[w[0]].0 == entries[w[1]].0) {
+                    let dup = w[0].max(w[1]);
                     return Err(DecodeError::DuplicateKey {
-                        offset: offsets[w[0].max(w[1])],
+                        offset: dup
+                            .checked_sub(first)
+                            .and_then(|j| offsets.get(j).copied())
+                            .unwrap_or(at),
                     });
                 }
                 entries.sort_by(|a, b| text_cmp(&a.0, &b.0));
@@ -696,8 +732,8 @@ fn decode_hop(r: &mut Reader<'_>, i: usize) -> Result<Hop, DecodeError> {
     if r.array()? != 3 {
         return Err(bad());
     }
-    let gear = EntityId::from_raw(uint(r, &format!("path[{i}].gear"))?);
+    let gear = EntityId::from_raw(uint(r, || format!("path[{i}].gear"))?);
     let port = CompactString::from(text(r, || format!("path[{i}].port"))?);
-    let ts = uint(r, &format!("path[{i}].ts"))?;
+    let ts = uint(r, || format!("path[{i}].ts"))?;
     Ok(Hop { gear, port, ts })
 }

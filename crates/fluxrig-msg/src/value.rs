@@ -322,6 +322,7 @@ pub(crate) fn key_cmp(a: &Value, b: &Value) -> Ordering {
 }
 
 /// The deterministic order of two text keys: length first, then bytes.
+#[inline]
 pub(crate) fn text_cmp(a: &str, b: &str) -> Ordering {
     a.len()
         .cmp(&b.len())
@@ -414,6 +415,16 @@ impl Map {
     /// Mutable access to the values, in deterministic key order.
     pub fn values_mut(&mut self) -> impl ExactSizeIterator<Item = &mut Value> {
         self.entries.iter_mut().map(|(_, v)| v)
+    }
+
+    /// Wraps entries already in strictly increasing key order.
+    pub(crate) fn from_sorted(entries: Vec<(Value, Value)>) -> Map {
+        debug_assert!(
+            entries
+                .windows(2)
+                .all(|w| key_cmp(&w[0].0, &w[1].0) == Ordering::Less)
+        );
+        Map { entries }
     }
 
     /// Builds a map from entries that may come in any order.

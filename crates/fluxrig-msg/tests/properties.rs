@@ -76,6 +76,41 @@ proptest! {
         }
     }
 
+    /// Text decoding agrees with `std::str::from_utf8` on every string,
+    /// whatever mix of ASCII, other UTF-8, invalid bytes and binary items
+    /// (which break the decoder's runs of ASCII) surrounds it.
+    #[test]
+    fn text_validation_matches_std(
+        pieces in proptest::collection::vec(
+            prop_oneof![
+                "[ -~]{0,30}".prop_map(|s| (true, s.into_bytes())),
+                ".{0,8}".prop_map(|s| (true, s.into_bytes())),
+                proptest::collection::vec(any::<u8>(), 0..12).prop_map(|b| (true, b)),
+                proptest::collection::vec(any::<u8>(), 0..12).prop_map(|b| (false, b)),
+            ],
+            0..12,
+        )
+    ) {
+        let mut bytes = vec![0x80 | u8::try_from(pieces.len()).unwrap()];
+        let mut expected = Ok(Vec::new());
+        for (is_text, b) in &pieces {
+            let at = bytes.len();
+            bytes.extend(cbor::to_vec(&Value::Bytes(b.clone().into())));
+            if *is_text {
+                bytes[at] |= 0x20; // byte string head (major 2) to text head (major 3)
+            }
+            if let Ok(items) = &mut expected {
+                match (is_text, std::str::from_utf8(b)) {
+                    (true, Ok(s)) => items.push(Value::text(s)),
+                    (true, Err(_)) => expected = Err(fluxrig_msg::DecodeError::InvalidUtf8 { offset: at }),
+                    (false, _) => items.push(Value::Bytes(b.clone().into())),
+                }
+            }
+        }
+        let got = cbor::from_slice(&bytes, Limits::DEFAULT);
+        prop_assert_eq!(got, expected.map(Value::Array));
+    }
+
     /// Never a panic, whatever the bytes.
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
