@@ -10,7 +10,9 @@ use std::time::{Duration, SystemTime};
 
 use common::{body, expected, read_all, runtime, small_segments};
 use fluxrig_wal::testing::{FaultPlan, FaultStorage};
-use fluxrig_wal::{Lsn, Retention, Storage, SyncPolicy, Wal, WalError, WalOptions, verify};
+use fluxrig_wal::{
+    Lsn, Retention, Storage, SyncPolicy, Wal, WalError, WalOptions, WalReader, verify,
+};
 
 #[test]
 fn appends_survive_reopen_and_lsns_continue() {
@@ -442,4 +444,76 @@ fn the_effective_sync_policy_is_logged_at_open() {
             "{lines:?}"
         );
     }
+}
+
+#[test]
+fn a_directory_reader_reads_beside_a_running_wal() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = Wal::open(dir.path(), small_segments()).unwrap();
+    for i in 0..20 {
+        rt.block_on(wal.append(1, body(i, 100))).unwrap();
+    }
+    // No lock is taken: the WAL stays open.
+    let mut reader = WalReader::open(dir.path(), Lsn(5)).unwrap();
+    let got: Vec<_> = reader.by_ref().map(Result::unwrap).collect();
+    assert_eq!(got.first().unwrap().lsn, Lsn(5));
+    assert_eq!(got.len(), 16);
+    assert_eq!(&*got[0].body, &body(4, 100)[..]);
+    // The log grows (and rotates); the reader follows.
+    for i in 20..40 {
+        rt.block_on(wal.append(2, body(i, 100))).unwrap();
+    }
+    let more: Vec<_> = reader.by_ref().map(Result::unwrap).collect();
+    assert_eq!(more.len(), 20);
+    assert_eq!(more.last().unwrap().lsn, Lsn(40));
+    rt.block_on(wal.close()).unwrap();
+    // A cleanly closed log reads to its end.
+    let all: Vec<_> = WalReader::open(dir.path(), Lsn::FIRST)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(all.len(), 40);
+    assert!(WalReader::open(&dir.path().join("missing"), Lsn::FIRST).is_err());
+}
+
+#[test]
+fn a_directory_reader_stops_at_a_torn_tail_and_reports_damage_elsewhere() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = Wal::open(dir.path(), small_segments()).unwrap();
+    for i in 0..40 {
+        rt.block_on(wal.append(1, body(i, 100))).unwrap();
+    }
+    let segments = wal.segments();
+    rt.block_on(wal.close()).unwrap();
+    // Cut the last segment inside its last record: the reader ends quietly
+    // before it.
+    let last = &segments.last().unwrap().path;
+    let len = std::fs::metadata(last).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(last).unwrap();
+    f.set_len(len - 56 - 10).unwrap();
+    drop(f);
+    let got: Vec<_> = WalReader::open(dir.path(), Lsn::FIRST)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(got.len(), 39);
+    // A flipped bit in a closed segment is an error naming it.
+    let first = &segments[0].path;
+    let mut bytes = std::fs::read(first).unwrap();
+    bytes[200] ^= 4;
+    std::fs::write(first, &bytes).unwrap();
+    let err = WalReader::open(dir.path(), Lsn::FIRST)
+        .unwrap()
+        .find_map(Result::err)
+        .expect("the damage is reported");
+    assert!(
+        matches!(&err, WalError::Corrupt { path, .. } if path == first),
+        "{err}"
+    );
+    assert!(matches!(
+        WalReader::open(dir.path(), Lsn(0)),
+        Err(WalError::LsnOutOfRange { .. })
+    ));
 }
