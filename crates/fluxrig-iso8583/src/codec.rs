@@ -106,21 +106,36 @@ impl<'a> Message<'a> {
     pub fn to_builder(&self) -> MessageBuilder<'a> {
         let mut b = MessageBuilder::new();
         b.mti = self.mti;
-        for f in self.fields() {
-            b.set_input(
-                f.element.number,
-                Input::Wire {
-                    format: &f.element.format,
-                    bytes: f.wire,
-                    units: f.units,
-                },
-            );
+        b.present = self.present;
+        let mut bits = self.present;
+        while bits != 0 {
+            let n = bits.trailing_zeros() as usize + 1;
+            bits &= bits - 1;
+            if let Some(Some(format)) = self.spec.table.get(n) {
+                let s = self.spans[n];
+                let start = s.start as usize;
+                b.values[n] = Input::Wire(Wired {
+                    format,
+                    bytes: &self.frame[start..start + s.len as usize],
+                    units: s.units as usize,
+                });
+            }
         }
         b
     }
 }
 
 impl<'a> Field<'a> {
+    /// This element as builder input, passed through without conversion
+    /// when the target element has the same format.
+    pub fn input(&self) -> Input<'a> {
+        Input::Wire(Wired {
+            format: &self.element.format,
+            bytes: self.wire,
+            units: self.units,
+        })
+    }
+
     /// The element's definition.
     pub fn element(&self) -> &'a Element {
         self.element
@@ -349,15 +364,45 @@ fn read_prefix(prefix: PrefixEncoding, b: &[u8]) -> Option<usize> {
     }
 }
 
+/// The first character of ASCII text not allowed for `kind`, one loop per kind.
+#[inline]
+fn first_bad_ascii(kind: CharType, data: &[u8]) -> Option<usize> {
+    // A branch-free pass over the whole item (it vectorises), then the
+    // position only when something is wrong.
+    match kind {
+        CharType::N => {
+            let bad = data
+                .iter()
+                .fold(false, |acc, &c| acc | (c.wrapping_sub(b'0') > 9));
+            if bad {
+                data.iter().position(|c| !c.is_ascii_digit())
+            } else {
+                None
+            }
+        }
+        CharType::A | CharType::An | CharType::Ans | CharType::Ns => {
+            let bad = data
+                .iter()
+                .fold(false, |acc, &c| acc | (c.wrapping_sub(0x20) > 0x5e));
+            if bad {
+                data.iter().position(|&c| !(0x20..0x7f).contains(&c))
+            } else {
+                None
+            }
+        }
+        CharType::B => data.iter().position(|&c| hex::nibble(c).is_none()),
+        CharType::Z | CharType::Xn => data
+            .iter()
+            .enumerate()
+            .position(|(i, &c)| !char_ok(kind, c, i)),
+    }
+}
+
 fn validate_wire(f: &Format, data: &[u8], units: usize) -> Result<(), DK> {
     match f.encoding {
         Encoding::Ascii => {
-            if let Some(i) = data
-                .iter()
-                .enumerate()
-                .position(|(i, &c)| !char_ok(f.kind, c, i))
-            {
-                return Err(DK::InvalidCharacter { index: i });
+            if let Some(index) = first_bad_ascii(f.kind, data) {
+                return Err(DK::InvalidCharacter { index });
             }
         }
         Encoding::Ebcdic => {
@@ -496,10 +541,10 @@ impl Spec {
             let n = u8::try_from(bits.trailing_zeros() + 1).unwrap_or(MAX_ELEMENT);
             bits &= bits - 1;
             let place = Place::Element(n);
-            let Some(el) = self.element(n) else {
+            let Some(Some(format)) = self.table.get(usize::from(n)) else {
                 return Err(DecodeError::new(place, pos, DK::UndefinedElement));
             };
-            let (start, len, units, next) = read_item(&el.format, frame, pos, place, 0)?;
+            let (start, len, units, next) = read_item(format, frame, pos, place, 0)?;
             // Frames are at most `max_message` bytes, far below u32::MAX.
             msg.spans[usize::from(n)] = Span {
                 start: u32::try_from(start).unwrap_or(u32::MAX),
@@ -532,16 +577,19 @@ pub enum Input<'a> {
     None,
     /// The text form (ASCII): characters, digits, or hex for binary elements.
     Text(&'a str),
-    /// Wire bytes of a decoded element in `format`; copied as they are when
-    /// the target element has the same format, converted otherwise.
-    Wire {
-        /// The format the bytes are in.
-        format: &'a Format,
-        /// The data bytes (no prefix).
-        bytes: &'a [u8],
-        /// Length in units.
-        units: usize,
-    },
+    /// The wire bytes of a decoded element ([`Field::input`],
+    /// [`Message::to_builder`]): copied as they are when the target element
+    /// has the same format, converted otherwise.
+    Wire(Wired<'a>),
+}
+
+/// Wire bytes of a decoded element, as the decoder checked them. Only the
+/// decoder makes these, so the encoder can trust them.
+#[derive(Debug, Clone, Copy)]
+pub struct Wired<'a> {
+    format: &'a Format,
+    bytes: &'a [u8],
+    units: usize,
 }
 
 /// A message to encode: an MTI and element values. Cheap to build (no
@@ -632,13 +680,14 @@ fn write_prefix(prefix: PrefixEncoding, digits: u8, len: usize, out: &mut Vec<u8
             } else {
                 0xf0
             };
-            let mut d = [0_u8; 4];
-            let mut v = len;
-            for slot in d[..usize::from(digits)].iter_mut().rev() {
-                *slot = base + u8::try_from(v % 10).unwrap_or(0);
-                v /= 10;
+            // Lengths are at most 9999 (checked against the prefix capacity).
+            let digit = |div: usize| base + u8::try_from(len / div % 10).unwrap_or(0);
+            match digits {
+                1 => out.push(digit(1)),
+                2 => out.extend([digit(10), digit(1)]),
+                3 => out.extend([digit(100), digit(10), digit(1)]),
+                _ => out.extend([digit(1000), digit(100), digit(10), digit(1)]),
             }
-            out.extend_from_slice(&d[..usize::from(digits)]);
         }
         PrefixEncoding::Bcd => {
             let w = prefix.width(digits);
@@ -674,25 +723,13 @@ pub(crate) fn write_item(
     let src = match input {
         Input::None => return Ok(()),
         Input::Text(t) => TextSrc::Plain(t.as_bytes()),
-        Input::Wire {
+        Input::Wire(Wired {
             format,
             bytes,
             units,
-        } => {
-            // Wire input must be what a decoder accepts for its format;
-            // that keeps the conversions below in bounds.
-            if bytes.len() != format.wire_len(units) {
-                return Err(err(EK::WrongShape("wire bytes matching their length")));
-            }
-            if let Err(k) = validate_wire(format, bytes, units) {
-                let index = match k {
-                    DK::InvalidCharacter { index }
-                    | DK::InvalidBcd { index }
-                    | DK::InvalidHex { index } => index,
-                    _ => 0,
-                };
-                return Err(err(EK::InvalidCharacter { index }));
-            }
+        }) => {
+            // The decoder checked these bytes against `format`, which keeps
+            // the conversions below in bounds.
             if format.kind == f.kind && format.encoding == f.encoding && format.pad == f.pad {
                 // Same wire form: copy, after the length rules of the target.
                 match f.length {
@@ -731,11 +768,7 @@ fn write_item_text(
     // Check the characters first.
     let hexy = matches!(f.encoding, Encoding::Binary | Encoding::Hex);
     if let TextSrc::Plain(t) = src {
-        if let Some(i) = t
-            .iter()
-            .enumerate()
-            .position(|(i, &c)| !char_ok(f.kind, c, i))
-        {
+        if let Some(i) = first_bad_ascii(f.kind, t) {
             return Err(err(if hexy {
                 EK::InvalidHex { index: i }
             } else {
@@ -893,10 +926,10 @@ impl Spec {
             let n = u8::try_from(bits.trailing_zeros() + 1).unwrap_or(MAX_ELEMENT);
             bits &= bits - 1;
             let place = Place::Element(n);
-            let Some(el) = self.element(n) else {
+            let Some(Some(format)) = self.table.get(usize::from(n)) else {
                 return Err(EncodeError::new(place, EK::UndefinedElement));
             };
-            write_item(&el.format, msg.values[usize::from(n)], out, place)?;
+            write_item(format, msg.values[usize::from(n)], out, place)?;
         }
         if out.len() - start > self.limits.max_message {
             return Err(EncodeError::new(

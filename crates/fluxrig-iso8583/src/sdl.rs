@@ -541,7 +541,13 @@ impl Checker {
             messages,
             hash: crate::spec::SpecHash::default(),
             limits: Limits::DEFAULT,
+            table: Vec::new(),
         };
+        spec.table = spec
+            .elements
+            .iter()
+            .map(|e| e.as_ref().map(|e| e.format.clone()))
+            .collect();
         spec.compute_hash();
         spec
     }

@@ -394,6 +394,9 @@ pub struct Spec {
     pub(crate) hash: SpecHash,
     #[serde(skip)]
     pub(crate) limits: Limits,
+    /// The element formats, dense (the codec's table): `table[n]`.
+    #[serde(skip)]
+    pub(crate) table: Vec<Option<Format>>,
 }
 
 /// Size limits of the codec.
