@@ -1,11 +1,13 @@
 //! Decode + encode a typical 0100 in a loop, for profiling (`perf stat`,
 //! `perf record`): `cargo run --release -p fluxrig-iso8583 --example
-//! codec_loop -- [DIALECT] [N]`. Prints messages per second of wall time.
+//! codec_loop -- [DIALECT] [N] [value]`. Prints messages per second of wall
+//! time. With `value`, goes through the fluxMsg data tree (`to_value`,
+//! `encode_value`) as the codec gear does.
 
 use std::hint::black_box;
 use std::time::Instant;
 
-use fluxrig_iso8583::{MessageBuilder, bundled};
+use fluxrig_iso8583::{MessageBuilder, bundled, encode_value, to_value};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -14,6 +16,7 @@ fn main() {
         .next()
         .and_then(|a| a.parse().ok())
         .unwrap_or(5_000_000);
+    let via_value = args.next().as_deref() == Some("value");
     let spec = bundled::bundled(&name)
         .expect("bundled dialect")
         .expect("loads");
@@ -50,7 +53,11 @@ fn main() {
     for _ in 0..n {
         out.clear();
         let m = spec.decode(black_box(&wire)).expect("decodes");
-        spec.encode(&m.to_builder(), &mut out).expect("encodes");
+        if via_value {
+            encode_value(spec, &to_value(&m), &mut out).expect("encodes");
+        } else {
+            spec.encode(&m.to_builder(), &mut out).expect("encodes");
+        }
         black_box(out.len());
     }
     let secs = start.elapsed().as_secs_f64();

@@ -305,52 +305,89 @@ pub fn encode_value(spec: &Spec, data: &Value, out: &mut Vec<u8>) -> Result<(), 
     let root = data
         .as_map()
         .ok_or_else(|| shape(Place::Message, "a map"))?;
-    for (k, _) in root.iter() {
-        if let Some(k) = k.as_str()
-            && let Some(n) = k.strip_prefix("de")
+    // One walk over the tree finds every element at its place.
+    let mut found: [Option<&Value>; 129] = [None; 129];
+    let mut mti = None;
+    for (k, v) in root {
+        let Some(k) = k.as_str() else { continue };
+        if k == MTI_KEY {
+            mti = v.as_str();
+        } else if let Some(n) = k.strip_prefix("de")
             && !n.is_empty()
             && n.bytes().all(|c| c.is_ascii_digit())
         {
             let n = n.parse::<u8>().unwrap_or(0);
             match spec.element(n) {
-                Some(el) if el.alias.is_none() => {}
+                Some(el) if el.alias.is_none() => found[usize::from(n)] = Some(v),
                 Some(_) => return Err(shape(Place::Element(n), "the element under its alias")),
                 None => return Err(EncodeError::new(Place::Element(n), EK::UndefinedElement)),
             }
+        } else {
+            let mut path = String::with_capacity(32);
+            path.push_str(k);
+            find_aliased(spec, v, &mut path, &mut found);
         }
     }
-    let mti = root
-        .get(MTI_KEY)
-        .and_then(Value::as_str)
-        .ok_or_else(|| shape(Place::Mti, "text"))?;
+    let mti = mti.ok_or_else(|| shape(Place::Mti, "text"))?;
     // Elements whose text must be built first (structured subfields).
     let mut owned: Vec<(u8, String)> = Vec::new();
-    for el in spec.elements() {
-        if let (Some(s), Some(v)) = (&el.subfields, get_path(data, el.data_path()))
-            && !matches!(v, Value::Text(_))
-        {
-            let mut content = Vec::new();
-            encode_subfields(el, s, v, &mut content)?;
-            let text = if el.format.kind == CharType::B {
-                hex::encode_upper(&content)
-            } else {
-                String::from_utf8(content)
-                    .map_err(|_| shape(Place::Element(el.number), "text subfields"))?
-            };
-            owned.push((el.number, text));
+    for (n, v) in found.iter().enumerate() {
+        let Some(v) = v else { continue };
+        if matches!(v, Value::Text(_)) {
+            continue;
         }
+        let Some(el) = spec.element(u8::try_from(n).unwrap_or(0)) else {
+            continue;
+        };
+        let Some(s) = &el.subfields else {
+            return Err(shape(Place::Element(el.number), "text"));
+        };
+        let mut content = Vec::new();
+        encode_subfields(el, s, v, &mut content)?;
+        let text = if el.format.kind == CharType::B {
+            hex::encode_upper(&content)
+        } else {
+            String::from_utf8(content)
+                .map_err(|_| shape(Place::Element(el.number), "text subfields"))?
+        };
+        owned.push((el.number, text));
     }
     let mut b = MessageBuilder::new();
     b.set_mti(mti);
-    for el in spec.elements() {
-        let Some(v) = get_path(data, el.data_path()) else {
+    for (n, v) in found.iter().enumerate() {
+        let (Some(v), Ok(n)) = (v, u8::try_from(n)) else {
             continue;
         };
-        if let Some((_, t)) = owned.iter().find(|(n, _)| *n == el.number) {
-            b.set(el.number, t);
+        if let Some((_, t)) = owned.iter().find(|(m, _)| *m == n) {
+            b.set(n, t);
         } else {
-            b.set(el.number, text_of(v, Place::Element(el.number))?);
+            b.set(n, text_of(v, Place::Element(n))?);
         }
     }
     spec.encode(&b, out)
+}
+
+/// Records the element whose alias is `path` (or, for a map that is not
+/// an element, the elements under it); keys that are no alias are ignored.
+fn find_aliased<'v>(
+    spec: &Spec,
+    v: &'v Value,
+    path: &mut String,
+    found: &mut [Option<&'v Value>; 129],
+) {
+    if let Some(&n) = spec.by_alias.get(path.as_str()) {
+        found[usize::from(n)] = Some(v);
+        return;
+    }
+    if let Value::Map(m) = v {
+        let len = path.len();
+        for (k, x) in m {
+            if let Some(k) = k.as_str() {
+                path.push('.');
+                path.push_str(k);
+                find_aliased(spec, x, path, found);
+                path.truncate(len);
+            }
+        }
+    }
 }

@@ -542,11 +542,18 @@ impl Checker {
             hash: crate::spec::SpecHash::default(),
             limits: Limits::DEFAULT,
             table: Vec::new(),
+            by_alias: std::collections::HashMap::new(),
         };
         spec.table = spec
             .elements
             .iter()
             .map(|e| e.as_ref().map(|e| e.format.clone()))
+            .collect();
+        spec.by_alias = spec
+            .elements
+            .iter()
+            .flatten()
+            .filter_map(|e| e.alias.clone().map(|a| (a, e.number)))
             .collect();
         spec.compute_hash();
         spec

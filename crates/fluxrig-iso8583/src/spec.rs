@@ -397,6 +397,9 @@ pub struct Spec {
     /// The element formats, dense (the codec's table): `table[n]`.
     #[serde(skip)]
     pub(crate) table: Vec<Option<Format>>,
+    /// Element number by alias.
+    #[serde(skip)]
+    pub(crate) by_alias: std::collections::HashMap<String, u8>,
 }
 
 /// Size limits of the codec.

@@ -258,3 +258,42 @@ fn bcd_ebcdic_binary_prefixes_and_subfields_round_trip() {
     assert_eq!(back.field(2).unwrap().as_str(), Some("411111111111111"));
     assert_eq!(back.field(41).unwrap().as_str(), Some("TERM01  "));
 }
+
+#[test]
+fn encode_value_finds_elements_at_their_one_place() {
+    use fluxrig_iso8583::{EncodeErrorKind, Place};
+    use fluxrig_msg::Map;
+    let s = spec("iso8583-1987-ascii");
+    let mut card = Map::new();
+    card.insert("pan", "4111111111111111");
+    let mut root = Map::new();
+    root.insert("mti", "0100");
+    root.insert("card", Value::Map(card));
+    root.insert("de48", "hello");
+    root.insert("route", "issuer-a"); // unknown keys are ignored
+    let mut out = Vec::new();
+    encode_value(s, &Value::Map(root.clone()), &mut out).unwrap();
+    let m = s.decode(&out).unwrap();
+    assert_eq!(m.numbers().collect::<Vec<_>>(), [2, 48]);
+    // An aliased element under de<n>, an undefined element: errors.
+    let mut bad = root.clone();
+    bad.insert("de2", "4111111111111111");
+    let e = encode_value(s, &Value::Map(bad), &mut Vec::new()).unwrap_err();
+    assert_eq!(e.place, Place::Element(2));
+    let mut bad = root.clone();
+    bad.insert("de129", "x");
+    assert_eq!(
+        encode_value(s, &Value::Map(bad), &mut Vec::new())
+            .unwrap_err()
+            .kind,
+        EncodeErrorKind::UndefinedElement
+    );
+    // A number where text belongs.
+    let mut bad = root;
+    bad.insert("de48", 7);
+    let e = encode_value(s, &Value::Map(bad), &mut Vec::new()).unwrap_err();
+    assert_eq!(
+        (e.place, e.kind),
+        (Place::Element(48), EncodeErrorKind::WrongShape("text"))
+    );
+}
