@@ -523,6 +523,13 @@ impl Spec {
         let mut present = u128::from(primary) << 64;
         if primary >> 63 == 1 {
             let (secondary, p) = read_bitmap(self.bitmap, frame, pos, Place::SecondaryBitmap, 0)?;
+            if secondary == 0 {
+                return Err(DecodeError::new(
+                    Place::SecondaryBitmap,
+                    pos,
+                    DK::EmptySecondaryBitmap,
+                ));
+            }
             pos = p;
             present |= u128::from(secondary);
         }

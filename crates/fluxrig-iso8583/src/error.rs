@@ -88,6 +88,9 @@ pub enum DecodeErrorKind {
     },
     /// A hex-encoded item of odd length.
     OddLength,
+    /// A secondary bitmap that announces no element: the message would
+    /// have two encodings, so it is refused.
+    EmptySecondaryBitmap,
 }
 
 impl fmt::Display for DecodeErrorKind {
@@ -119,6 +122,9 @@ impl fmt::Display for DecodeErrorKind {
                 write!(f, "{count} bytes after the last element")
             }
             DecodeErrorKind::OddLength => f.write_str("hex data of odd length"),
+            DecodeErrorKind::EmptySecondaryBitmap => {
+                f.write_str("announces no element (bit 1 set without elements 65-128)")
+            }
         }
     }
 }

@@ -117,6 +117,15 @@ fn corpus() -> Vec<(&'static str, Vec<u8>, Place, usize, K)> {
             K::InvalidHex { index: 14 },
         ),
         (
+            // Found by the decode_iso8583 fuzz target: bit 1 set, secondary
+            // bitmap all zeros; re-encoding would drop it.
+            "empty secondary bitmap",
+            b"0100F2200001234050000000000000000000000000000000000000000000000000000000000000000000000000000000006657281748974205916".to_vec(),
+            Place::SecondaryBitmap,
+            20,
+            K::EmptySecondaryBitmap,
+        ),
+        (
             "hex LLLVAR of odd length",
             b"01000000000000000200003ABC".to_vec(),
             Place::Element(55),
