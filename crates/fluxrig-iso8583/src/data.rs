@@ -21,7 +21,7 @@ use fluxrig_msg::{Map, Value};
 use crate::codec::{Input, Message, MessageBuilder, read_item, write_item};
 use crate::error::{EncodeError, EncodeErrorKind as EK, Place};
 use crate::hex;
-use crate::spec::{CharType, Element, Spec, Subfield, Subfields};
+use crate::spec::{CharType, Element, Encoding, Spec, Subfield, Subfields};
 
 /// The key of the MTI in the data tree.
 pub const MTI_KEY: &str = "mti";
@@ -36,9 +36,13 @@ pub fn to_value(msg: &Message<'_>) -> Value {
     for f in msg.fields() {
         let el = f.element();
         let text = f.text();
+        // Hex text in lowercase would come back uppercase from a structure.
+        let exact =
+            el.format.encoding != Encoding::Hex || !text.bytes().any(|c| c.is_ascii_lowercase());
         let v = el
             .subfields
             .as_ref()
+            .filter(|_| exact)
             .and_then(|s| structured(el, s, f.to_bytes().as_slice()))
             .unwrap_or_else(|| Value::text(text.as_ref()));
         insert_path(&mut root, el.data_path(), v);

@@ -254,6 +254,25 @@ fn encode_errors_name_the_element_without_its_value() {
     assert!(!b.has(1));
 }
 
+/// Found by the decode_iso8583 fuzz target: ICC data (DE 55) sent as
+/// lowercase hex in the ASCII dialect stays text, so that encoding the data
+/// tree gives the very same bytes.
+#[test]
+fn lowercase_hex_tlv_stays_text_for_an_exact_reverse() {
+    let s = ascii();
+    let frame = b"01000000000000000200018"
+        .iter()
+        .chain(b"9f0206000000deadbe")
+        .copied()
+        .collect::<Vec<u8>>();
+    let m = s.decode(&frame).unwrap();
+    let v = fluxrig_iso8583::to_value(&m);
+    assert_eq!(v.get("icc").unwrap().as_str(), Some("9f0206000000deadbe"));
+    let mut out = Vec::new();
+    fluxrig_iso8583::encode_value(s, &v, &mut out).unwrap();
+    assert_eq!(out, frame);
+}
+
 mod random {
     use proptest::prelude::*;
 
