@@ -27,6 +27,8 @@
 //! assert_eq!(msg.field(70).unwrap().as_str(), Some("301"));
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod bundled;
 mod codec;
 mod data;
