@@ -956,3 +956,32 @@ impl Spec {
         Ok(out)
     }
 }
+
+/// An element used against its message type's rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsageViolation {
+    /// The element.
+    pub element: u8,
+    /// What the rule says about it (`Mandatory`: missing; `Forbidden`: present).
+    pub rule: crate::spec::Usage,
+}
+
+impl Spec {
+    /// The elements a decoded message uses against the rules of its MTI
+    /// (mandatory ones missing, forbidden ones present); empty when the
+    /// dialect lists no rules for that MTI.
+    pub fn check_usage(&self, msg: &Message<'_>) -> Vec<UsageViolation> {
+        let Some(rule) = self.message(msg.mti()) else {
+            return Vec::new();
+        };
+        rule.usage
+            .iter()
+            .filter(|&(&n, &u)| match u {
+                crate::spec::Usage::Mandatory => !msg.has(n),
+                crate::spec::Usage::Forbidden => msg.has(n),
+                crate::spec::Usage::Optional => false,
+            })
+            .map(|(&element, &rule)| UsageViolation { element, rule })
+            .collect()
+    }
+}

@@ -44,7 +44,7 @@ pub mod sdl;
 mod spec;
 pub mod store;
 
-pub use codec::{Field, Input, Message, MessageBuilder};
+pub use codec::{Field, Input, Message, MessageBuilder, UsageViolation, Wired};
 pub use data::{META_SPEC, MTI_KEY, encode_value, get_element, get_path, to_value};
 pub use error::{DecodeError, DecodeErrorKind, EncodeError, EncodeErrorKind, Place};
 pub use spec::{

@@ -297,3 +297,43 @@ fn encode_value_finds_elements_at_their_one_place() {
         (Place::Element(48), EncodeErrorKind::WrongShape("text"))
     );
 }
+
+#[test]
+fn usage_rules_of_the_message_type() {
+    use fluxrig_iso8583::{Usage, UsageViolation};
+    let s = spec("iso8583-1987-ascii");
+    let mut b = MessageBuilder::new();
+    b.set_mti("0100")
+        .set(3, "000000")
+        .set(4, "000000000100")
+        .set(39, "00");
+    let wire = s.encode_to_vec(&b).unwrap();
+    let msg = s.decode(&wire).unwrap();
+    assert_eq!(
+        s.check_usage(&msg),
+        [
+            UsageViolation {
+                element: 7,
+                rule: Usage::Mandatory
+            },
+            UsageViolation {
+                element: 11,
+                rule: Usage::Mandatory
+            },
+            UsageViolation {
+                element: 39,
+                rule: Usage::Forbidden
+            },
+            UsageViolation {
+                element: 41,
+                rule: Usage::Mandatory
+            },
+            UsageViolation {
+                element: 49,
+                rule: Usage::Mandatory
+            },
+        ]
+    );
+    assert_eq!(s.response_mti("0420"), Some("0430"));
+    assert_eq!(s.message("0800").unwrap().echo, [7, 11, 70]);
+}
