@@ -1,5 +1,5 @@
-# fluxrig — the two commands users need are `make run` (the demo, once the
-# runtime lands) and `make test` (builds everything, runs every test).
+# fluxrig — the two commands users need are `make run` (the demo) and
+# `make test` (builds everything, runs every test).
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -14,13 +14,16 @@ NEXTEST     := $(shell cargo nextest --version >/dev/null 2>&1 && echo yes)
 
 export FLUXRIG_PYTHON := $(abspath $(VENV_PY))
 
-.PHONY: help build test test-deps bench lint fmt fmt-check fuzz-smoke clean
+.PHONY: help build run test test-deps bench lint fmt fmt-check fuzz-smoke clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 build: ## Build every crate and the fluxrig binary
 	cargo build --workspace --all-targets
+
+run: ## Run the demo: the quickstart scenario (examples/quickstart.yaml)
+	cargo run -q -p fluxrig -- run examples/quickstart.yaml
 
 # The venv is rebuilt when the requirements change.
 $(VENV)/.installed: $(REQS)

@@ -8,6 +8,9 @@ use std::process::ExitCode;
 pub(crate) struct Failure {
     code: u8,
     error: anyhow::Error,
+    /// Print the message as it is (already formatted lines such as
+    /// `FILE:LINE:COL: message`), without the `error: ` prefix.
+    plain: bool,
 }
 
 impl Failure {
@@ -16,13 +19,24 @@ impl Failure {
         Failure {
             code: 2,
             error: error.into(),
+            plain: false,
         }
+    }
+
+    /// Print the message without the `error: ` prefix.
+    pub(crate) fn plain(mut self) -> Failure {
+        self.plain = true;
+        self
     }
 
     /// Prints the error chain to stderr and yields the exit code.
     pub(crate) fn report(&self) -> ExitCode {
         let mut err = std::io::stderr().lock();
-        let _ = writeln!(err, "error: {:#}", self.error);
+        if self.plain {
+            let _ = writeln!(err, "{:#}", self.error);
+        } else {
+            let _ = writeln!(err, "error: {:#}", self.error);
+        }
         ExitCode::from(self.code)
     }
 }
@@ -33,6 +47,7 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
         Failure {
             code: 1,
             error: e.into(),
+            plain: false,
         }
     }
 }

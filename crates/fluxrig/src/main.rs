@@ -23,10 +23,44 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+/// Logs go to stderr; `FLUXRIG_LOG` filters them (default `info`).
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FLUXRIG_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    match format {
+        LogFormat::Human => builder.compact().init(),
+        LogFormat::Json => builder.json().init(),
+    }
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a scenario as a Rack.
+    Run(cmd::run::RunArgs),
+    /// Validate, graph and hash scenarios.
+    #[command(subcommand)]
+    Scenario(cmd::scenario::ScenarioCommand),
+    /// List the gear types; print a gear's reference or schema.
+    Gears {
+        #[command(subcommand)]
+        command: Option<cmd::gears::GearsCommand>,
+    },
     /// Encode, decode and check fluxMsg envelopes.
     #[command(subcommand)]
     Msg(cmd::msg::MsgCommand),
@@ -43,7 +77,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging(cli.log_format);
     let result = match cli.command {
+        Command::Run(a) => cmd::run::run(a),
+        Command::Scenario(c) => cmd::scenario::run(c),
+        Command::Gears { command } => cmd::gears::run(command),
         Command::Msg(c) => cmd::msg::run(&c),
         Command::Id(c) => cmd::id::run(c),
         Command::Spec(c) => cmd::spec::run(c),

@@ -1,0 +1,235 @@
+//! What a running gear sees: its inbox, its output ports, its context.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use compact_str::CompactString;
+use fluxrig_msg::{EntityId, FluxId, FluxMsg, Hop, IdGenerator};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+
+use crate::lane::{Inbox, LaneSet};
+use crate::stats::GearStats;
+
+/// A message that could not be processed or delivered, with why.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// The gear that gave up on it.
+    pub gear: Arc<str>,
+    /// Why (no field values: messages may hold card data).
+    pub reason: String,
+    /// The message as it was.
+    pub msg: FluxMsg,
+}
+
+/// Where messages go when they fail and no `error` port is wired: the
+/// Rack's dead-letter log.
+pub trait DeadLetters: Send + Sync + fmt::Debug {
+    /// Records a dead letter. Must not lose it silently: an implementation
+    /// that cannot write reports loudly (ERROR) and counts it.
+    fn record(&self, letter: DeadLetter);
+}
+
+/// Context of a running gear.
+#[derive(Debug, Clone)]
+pub struct RunContext {
+    /// The gear's name in the scenario.
+    pub gear: Arc<str>,
+    /// The gear's type.
+    pub gear_type: &'static str,
+    /// The gear's fluxEntityID (stable across restarts).
+    pub entity: EntityId,
+    /// The Rack's id generator.
+    pub ids: Arc<IdGenerator>,
+    /// Cancelled when the gear must stop producing (sources) or stop at
+    /// once (the drain deadline passed).
+    pub cancel: CancellationToken,
+    /// The dead-letter log.
+    pub dead_letters: Arc<dyn DeadLetters>,
+    /// The gear's counters.
+    pub stats: Arc<GearStats>,
+}
+
+/// Handle to one of a gear's output ports (resolve it once, emit often).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRef(usize);
+
+/// An output port: its name and the wires it feeds.
+#[derive(Debug, Clone)]
+pub struct OutputPort {
+    /// The port's name.
+    pub name: CompactString,
+    /// Its wires (shared with the Rack, which re-points them on a swap).
+    pub lanes: Arc<LaneSet>,
+}
+
+/// The parts a [`GearIo`] is made of (the Rack and the test kit assemble them).
+#[derive(Debug)]
+pub struct IoParts {
+    /// The merged input (none for sources).
+    pub inbox: Option<Inbox>,
+    /// Output ports in declaration order.
+    pub outputs: Vec<OutputPort>,
+    /// The run context.
+    pub ctx: RunContext,
+}
+
+/// A running gear's lanes and context.
+#[derive(Debug)]
+pub struct GearIo {
+    inbox: Option<Inbox>,
+    outputs: Vec<OutputPort>,
+    out: Option<PortRef>,
+    error: Option<PortRef>,
+    ctx: RunContext,
+}
+
+/// Wall-clock time in Unix nanoseconds.
+pub fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// Paths longer than this keep their first hop and the most recent ones,
+/// so a message looping through a cycle cannot grow without bound (the
+/// decoder refuses more than 256 hops).
+const MAX_PATH: usize = 64;
+
+impl GearIo {
+    /// Assembles a gear's io.
+    pub fn new(parts: IoParts) -> GearIo {
+        let find = |name: &str| {
+            parts
+                .outputs
+                .iter()
+                .position(|p| p.name == name)
+                .map(PortRef)
+        };
+        GearIo {
+            out: find("out"),
+            error: find("error"),
+            inbox: parts.inbox,
+            outputs: parts.outputs,
+            ctx: parts.ctx,
+        }
+    }
+
+    /// The run context.
+    pub fn ctx(&self) -> &RunContext {
+        &self.ctx
+    }
+
+    /// The next input message; `None` when every input wire is closed and
+    /// drained (the gear should finish), or for a source.
+    pub async fn recv(&mut self) -> Option<FluxMsg> {
+        let m = self.inbox.as_mut()?.recv().await;
+        if m.is_some() {
+            self.ctx.stats.add_in(1);
+        }
+        m
+    }
+
+    /// Takes up to `max` more messages that are ready, without waiting.
+    pub fn try_recv_many(&mut self, out: &mut Vec<FluxMsg>, max: usize) -> usize {
+        let n = self.inbox.as_mut().map_or(0, |i| i.try_recv_many(out, max));
+        self.ctx.stats.add_in(n as u64);
+        n
+    }
+
+    /// The output port called `name`.
+    pub fn port(&self, name: &str) -> Option<PortRef> {
+        self.outputs
+            .iter()
+            .position(|p| p.name == name)
+            .map(PortRef)
+    }
+
+    /// A fresh fluxID from the Rack's generator.
+    pub fn new_id(&self) -> FluxId {
+        // The generator only fails when the clock is before 2026 or its
+        // state file broke; both are reported when the Rack starts.
+        self.ctx.ids.next().unwrap_or_default()
+    }
+
+    /// Cancelled when the gear must stop (sources: stop producing).
+    pub fn cancelled(&self) -> WaitForCancellationFuture<'_> {
+        self.ctx.cancel.cancelled()
+    }
+
+    /// True once the gear must stop.
+    pub fn is_cancelled(&self) -> bool {
+        self.ctx.cancel.is_cancelled()
+    }
+
+    /// Emits on `out`.
+    pub async fn send(&self, msg: FluxMsg) {
+        match self.out {
+            Some(port) => self.emit(port, msg).await,
+            None => self.dead_letter(msg, "gear has no `out` port".to_owned()),
+        }
+    }
+
+    /// Emits a message on a port: a hop is added to its path and a copy goes
+    /// to every wire of the port. Waits while a lane is full (back-pressure).
+    pub async fn emit(&self, port: PortRef, msg: FluxMsg) {
+        self.ctx.stats.add_out(1);
+        self.deliver(port, msg).await;
+    }
+
+    async fn deliver(&self, port: PortRef, mut msg: FluxMsg) {
+        let out = &self.outputs[port.0];
+        if msg.path.len() >= MAX_PATH {
+            msg.path.remove(1);
+        }
+        msg.path.push(Hop {
+            gear: self.ctx.entity,
+            port: out.name.clone(),
+            ts: now_ns(),
+        });
+        let lanes = out.lanes.load();
+        let Some((last, rest)) = lanes.split_last() else {
+            let reason = format!("port `{}` is not wired", out.name);
+            self.dead_letter(msg, reason);
+            return;
+        };
+        for lane in rest {
+            if let Err(m) = lane.send(msg.clone()).await {
+                self.dead_letter(m, format!("wire {} is closed", lane.label()));
+            }
+        }
+        if let Err(m) = last.send(msg).await {
+            self.dead_letter(m, format!("wire {} is closed", last.label()));
+        }
+    }
+
+    /// Counts a message a sink has delivered out of the Rack.
+    pub fn delivered(&self, n: u64) {
+        self.ctx.stats.add_out(n);
+    }
+
+    /// A message failed: it goes to the `error` port (with `error.reason`
+    /// and `error.gear` in meta) when wired, else to the dead-letter log.
+    pub async fn fail(&self, mut msg: FluxMsg, reason: impl fmt::Display) {
+        self.ctx.stats.add_error(1);
+        let reason = reason.to_string();
+        if let Some(port) = self.error
+            && !self.outputs[port.0].lanes.load().is_empty()
+        {
+            msg.meta.insert("error.reason", reason.as_str());
+            msg.meta.insert("error.gear", &*self.ctx.gear);
+            self.deliver(port, msg).await;
+            return;
+        }
+        self.dead_letter(msg, reason);
+    }
+
+    fn dead_letter(&self, msg: FluxMsg, reason: String) {
+        self.ctx.stats.add_dead_letter();
+        self.ctx.dead_letters.record(DeadLetter {
+            gear: Arc::clone(&self.ctx.gear),
+            reason,
+            msg,
+        });
+    }
+}

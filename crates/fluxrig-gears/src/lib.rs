@@ -1,0 +1,86 @@
+//! fluxrig's built-in gears.
+//!
+//! [`BUILTIN`] is the one table of built-in gear types: the single source
+//! for `fluxrig gears`, scenario validation, the JSON Schemas and the
+//! generated reference in `docs/gears/`.
+
+mod discard;
+mod files;
+mod format;
+mod generate;
+mod log;
+mod map;
+mod route;
+mod vrl;
+
+use fluxrig_gear::{GearType, Typed};
+
+pub use discard::{Discard, DiscardConfig};
+pub use files::{
+    FileIn, FileInConfig, FileMode, FileOut, FileOutConfig, Stdin, StdinConfig, Stdout,
+    StdoutConfig,
+};
+pub use format::{InFormat, OutFormat};
+pub use generate::{Generate, GenerateConfig};
+pub use log::{Level, Log, LogConfig};
+pub use map::{MapConfig, MapGearKind};
+pub use route::{Route, RouteConfig, Rule};
+
+/// Every built-in gear type, in the order `fluxrig gears` lists them.
+pub static BUILTIN: &[&dyn GearType] = &[
+    &Typed::<Generate>::new(),
+    &Typed::<MapGearKind>::new(),
+    &Typed::<Route>::new(),
+    &Typed::<FileIn>::new(),
+    &Typed::<FileOut>::new(),
+    &Typed::<Stdin>::new(),
+    &Typed::<Stdout>::new(),
+    &Typed::<Discard>::new(),
+    &Typed::<Log>::new(),
+];
+
+/// The built-in gear type called `name`.
+pub fn find(name: &str) -> Option<&'static dyn GearType> {
+    BUILTIN.iter().copied().find(|t| t.name() == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use fluxrig_gear::CheckContext;
+
+    /// Every gear's documented example is a valid gear entry.
+    #[test]
+    fn every_example_is_valid() {
+        for t in super::BUILTIN {
+            let node = fluxrig_config::parse(t.example()).unwrap();
+            let entry = &node.as_seq().unwrap()[0];
+            assert_eq!(entry.get("type").and_then(|n| n.as_str()), Some(t.name()));
+            let config = entry
+                .get("config")
+                .cloned()
+                .unwrap_or(fluxrig_config::Node {
+                    kind: fluxrig_config::NodeKind::Null,
+                    pos: entry.pos,
+                });
+            let dir = tempfile::tempdir().unwrap();
+            // file_in's example reads a file: give it one.
+            std::fs::create_dir_all(dir.path().join("data")).unwrap();
+            std::fs::write(dir.path().join("data/orders.jsonl"), "{}\n").unwrap();
+            let ctx = CheckContext {
+                base_dir: dir.path().to_path_buf(),
+                data_dir: dir.path().to_path_buf(),
+            };
+            if let Err(p) = t.prepare(&config, &ctx) {
+                panic!("example of `{}` is invalid: {p:?}", t.name());
+            }
+        }
+    }
+
+    #[test]
+    fn names_are_unique() {
+        let mut names: Vec<_> = super::BUILTIN.iter().map(|t| t.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), super::BUILTIN.len());
+    }
+}

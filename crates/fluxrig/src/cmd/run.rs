@@ -1,0 +1,247 @@
+//! `fluxrig run`: run a scenario as a Rack.
+
+use std::fmt::Write as _;
+use std::io::{IsTerminal as _, Write as IoWrite};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context as _;
+use clap::Args;
+use fluxrig_rack::{GearStatus, Rack, RackError, RackHandle, RackOptions};
+
+use crate::exit::{CmdResult, Failure};
+
+/// Arguments of `fluxrig run`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  fluxrig run examples/quickstart.yaml\n  fluxrig run scenario.yaml --for 30s --quiet\n  fluxrig run scenario.yaml --watch        # apply edits to the file without downtime"
+)]
+pub(crate) struct RunArgs {
+    /// The scenario file.
+    scenario: PathBuf,
+    /// The Rack's data directory (id high-water mark, dead letters, …).
+    #[arg(long, value_name = "DIR", env = "FLUXRIG_DATA", default_value = "data")]
+    data: PathBuf,
+    /// Which rack of the scenario to run (when it declares several).
+    #[arg(long, value_name = "NAME")]
+    rack: Option<String>,
+    /// Run for this long (e.g. 30s, 5m), then stop: sources stop, the rest drains.
+    #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    run_for: Option<Duration>,
+    /// Apply changes to the scenario file as they are saved (SIGHUP does the same).
+    #[arg(long)]
+    watch: bool,
+    /// Print neither the live status nor the summary.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Machine id of the Rack's fluxID generator (0 = unassigned).
+    #[arg(long, default_value_t = 0)]
+    machine: u16,
+    /// How long gears may take to drain when stopping or swapping.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "30s")]
+    drain_timeout: Duration,
+}
+
+pub(crate) fn run(args: RunArgs) -> CmdResult {
+    let scenario = crate::cmd::scenario::load(&args.scenario, &args.data)?;
+    let scenario = scenario
+        .for_rack(args.rack.as_deref())
+        .map_err(Failure::invalid)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("fluxrig")
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async move {
+        let opts = RackOptions {
+            data_dir: args.data.clone(),
+            machine: args.machine,
+            drain_timeout: args.drain_timeout,
+        };
+        let rack = Rack::build(&scenario, opts).map_err(|e| match e {
+            // A gear that cannot start (port in use, unwritable file) is invalid input.
+            RackError::Build(_) => Failure::invalid(e),
+            _ => Failure::from(anyhow::Error::new(e)),
+        })?;
+        let handle = rack.handle();
+        tracing::info!(
+            scenario = %scenario.name, version = %scenario.version, hash = %scenario.hash_hex(),
+            gears = scenario.gears.len(), data = %args.data.display(), "rack starting"
+        );
+        let started = Instant::now();
+        let live = !args.quiet && std::io::stderr().is_terminal();
+        let status = live.then(|| tokio::spawn(live_status(handle.clone())));
+        tokio::spawn(signals(
+            handle.clone(),
+            args.scenario.clone(),
+            args.data.clone(),
+            args.rack.clone(),
+        ));
+        if args.watch {
+            tokio::spawn(watch(
+                handle.clone(),
+                args.scenario.clone(),
+                args.data.clone(),
+                args.rack.clone(),
+            ));
+        }
+        if let Some(d) = args.run_for {
+            let h = handle.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(d).await;
+                h.stop().await;
+            });
+        }
+        let summary = rack.run().await;
+        if let Some(d) = args.run_for {
+            // `--for` runs that long even when every source ended earlier.
+            let left = d.saturating_sub(started.elapsed());
+            tokio::time::sleep(left).await;
+        }
+        if let Some(s) = status {
+            s.abort();
+            let _ = s.await;
+            clear_status();
+        }
+        if !args.quiet {
+            print_summary(&summary, started.elapsed());
+        }
+        Ok(())
+    })
+}
+
+/// SIGINT/SIGTERM stop the Rack; SIGHUP reloads the scenario.
+async fn signals(handle: RackHandle, file: PathBuf, data: PathBuf, rack: Option<String>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = int.recv() => { handle.stop().await; }
+            _ = term.recv() => { handle.stop().await; }
+            _ = hup.recv() => reload(&handle, &file, &data, rack.as_deref()).await,
+        }
+    }
+}
+
+/// Validates the scenario file again and swaps to it; an invalid file is
+/// reported and the running scenario stays.
+async fn reload(handle: &RackHandle, file: &Path, data: &Path, rack: Option<&str>) {
+    let next = match fluxrig_scenario::Scenario::load(file, &fluxrig_gears::find, data) {
+        Ok(s) => s,
+        Err(problems) => {
+            tracing::error!("scenario change not applied:\n{problems}");
+            return;
+        }
+    };
+    let next = match next.for_rack(rack) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "scenario change not applied");
+            return;
+        }
+    };
+    let hash = next.hash_hex();
+    match handle.apply(next).await {
+        Ok(r) => tracing::info!(
+            hash = %hash, kept = ?r.kept, replaced = ?r.replaced, added = ?r.added, removed = ?r.removed,
+            "scenario change applied"
+        ),
+        Err(e) => tracing::error!(error = %e, "scenario change not applied"),
+    }
+}
+
+/// Polls the scenario file and applies it when it changes.
+async fn watch(handle: RackHandle, file: PathBuf, data: PathBuf, rack: Option<String>) {
+    let stamp = |p: &Path| -> Option<(SystemTime, u64)> {
+        let m = std::fs::metadata(p).ok()?;
+        Some((m.modified().ok()?, m.len()))
+    };
+    let mut last = stamp(&file);
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        let now = stamp(&file);
+        if now.is_some() && now != last {
+            last = now;
+            // Let the editor finish writing.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            last = stamp(&file).or(last);
+            reload(&handle, &file, &data, rack.as_deref()).await;
+        }
+    }
+}
+
+const STATUS_EVERY: Duration = Duration::from_millis(500);
+
+/// Redraws a compact per-gear status on stderr.
+async fn live_status(handle: RackHandle) {
+    let mut prev: Vec<GearStatus> = handle.status();
+    let mut lines = 0;
+    let mut tick = tokio::time::interval(STATUS_EVERY);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let now = handle.status();
+        let mut out = String::new();
+        if lines > 0 {
+            let _ = write!(out, "\x1b[{lines}A");
+        }
+        for g in &now {
+            let before = prev
+                .iter()
+                .find(|p| p.name == g.name)
+                .map(|p| p.stats)
+                .unwrap_or_default();
+            let dt = STATUS_EVERY.as_secs_f64();
+            #[allow(clippy::cast_precision_loss)]
+            let rate = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / dt;
+            let _ = writeln!(
+                out,
+                "\x1b[2K  {:<16} {:<10} in {:>10.0}/s  out {:>10.0}/s  errors {:>6}",
+                g.name,
+                g.gear_type,
+                rate(g.stats.messages_in, before.messages_in),
+                rate(g.stats.messages_out, before.messages_out),
+                g.stats.errors
+            );
+        }
+        lines = now.len();
+        let mut err = std::io::stderr().lock();
+        let _ = IoWrite::write_all(&mut err, out.as_bytes());
+        let _ = err.flush();
+        prev = now;
+    }
+}
+
+fn clear_status() {
+    let _ = std::io::stderr().flush();
+}
+
+fn print_summary(summary: &[GearStatus], elapsed: Duration) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "rack stopped after {:.1}s", elapsed.as_secs_f64());
+    let _ = writeln!(
+        err,
+        "  {:<16} {:<10} {:>10} {:>10} {:>8} {:>8}",
+        "gear", "type", "in", "out", "errors", "restarts"
+    );
+    for g in summary {
+        let _ = writeln!(
+            err,
+            "  {:<16} {:<10} {:>10} {:>10} {:>8} {:>8}",
+            g.name,
+            g.gear_type,
+            g.stats.messages_in,
+            g.stats.messages_out,
+            g.stats.errors,
+            g.stats.restarts
+        );
+    }
+}
