@@ -28,6 +28,7 @@ use serde::ser::{Error as _, SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
 use serde_json::Value as Json;
 
+use crate::cbor::Limits;
 use crate::id::{EntityId, FluxId};
 use crate::msg::{FluxMsg, Hop, Meta, TraceContext};
 use crate::value::{Integer, Map, Simple, Value};
@@ -171,6 +172,13 @@ fn path(v: &Json) -> Result<Vec<Hop>, JsonError> {
     let Json::Array(hops) = v else {
         return Err(field_err("path", "expected an array of hops"));
     };
+    // As the CBOR decoder: what the JSON form accepts always decodes.
+    if hops.len() > Limits::DEFAULT.max_hops {
+        return Err(field_err(
+            "path",
+            format!("more than {} hops", Limits::DEFAULT.max_hops),
+        ));
+    }
     hops.iter()
         .enumerate()
         .map(|(i, h)| {
@@ -205,7 +213,27 @@ fn path(v: &Json) -> Result<Vec<Hop>, JsonError> {
 }
 
 /// Converts a JSON value into a CBOR value; `at` names it in errors.
+///
+/// Nesting is limited as the CBOR decoder limits a message's `data`
+/// ([`Limits::DEFAULT`]: arrays, maps and tags at most 63 deep inside
+/// `data`), so that what the JSON form accepts always decodes from CBOR.
 pub fn value(v: &Json, at: &str) -> Result<Value, JsonError> {
+    // `data` sits at depth 1, inside the envelope.
+    value_at(v, at, 1)
+}
+
+/// The depth of a container's content, or an error past the decoder's limit.
+fn deeper(depth: u32, at: &str) -> Result<u32, JsonError> {
+    if depth >= Limits::DEFAULT.max_depth {
+        return Err(field_err(
+            at,
+            format!("nesting deeper than {} levels", Limits::DEFAULT.max_depth),
+        ));
+    }
+    Ok(depth + 1)
+}
+
+fn value_at(v: &Json, at: &str, depth: u32) -> Result<Value, JsonError> {
     Ok(match v {
         Json::Null => Value::Null,
         Json::Bool(b) => Value::Bool(*b),
@@ -219,19 +247,26 @@ pub fn value(v: &Json, at: &str) -> Result<Value, JsonError> {
             }
         }
         Json::String(s) => Value::Text(CompactString::from(s.as_str())),
-        Json::Array(a) => Value::Array(
-            a.iter()
-                .enumerate()
-                .map(|(i, x)| value(x, &format!("{at}[{i}]")))
-                .collect::<Result<_, _>>()?,
-        ),
+        Json::Array(a) => {
+            let depth = deeper(depth, at)?;
+            Value::Array(
+                a.iter()
+                    .enumerate()
+                    .map(|(i, x)| value_at(x, &format!("{at}[{i}]"), depth))
+                    .collect::<Result<_, _>>()?,
+            )
+        }
         Json::Object(obj) => {
-            if let Some(special) = special(obj, at)? {
+            if let Some(special) = special(obj, at, depth)? {
                 return Ok(special);
             }
+            let depth = deeper(depth, at)?;
             let mut m = Map::with_capacity(obj.len());
             for (k, x) in obj {
-                m.insert(Value::text(k.as_str()), value(x, &format!("{at}.{k}"))?);
+                m.insert(
+                    Value::text(k.as_str()),
+                    value_at(x, &format!("{at}.{k}"), depth)?,
+                );
             }
             Value::Map(m)
         }
@@ -239,7 +274,11 @@ pub fn value(v: &Json, at: &str) -> Result<Value, JsonError> {
 }
 
 /// The `$`-keyed spellings of CBOR items JSON lacks.
-fn special(obj: &serde_json::Map<String, Json>, at: &str) -> Result<Option<Value>, JsonError> {
+fn special(
+    obj: &serde_json::Map<String, Json>,
+    at: &str,
+    depth: u32,
+) -> Result<Option<Value>, JsonError> {
     let mut keys = obj.keys().map(String::as_str);
     let (first, second) = (keys.next(), keys.next());
     let third = keys.next();
@@ -287,7 +326,11 @@ fn special(obj: &serde_json::Map<String, Json>, at: &str) -> Result<Option<Value
                 .ok_or_else(|| field_err(at, "$tag must be a u64"))?;
             Value::Tag(
                 tag,
-                Box::new(value(&obj["$value"], &format!("{at}.$value"))?),
+                Box::new(value_at(
+                    &obj["$value"],
+                    &format!("{at}.$value"),
+                    deeper(depth, at)?,
+                )?),
             )
         }
         _ => return Ok(None),
