@@ -54,8 +54,13 @@ fmt: ## Format the code
 fmt-check:
 	cargo fmt --all -- --check
 
-fuzz-smoke: ## Run each fuzz target briefly (needs cargo-fuzz)
-	cd fuzz && for t in $$(cargo fuzz list); do RUSTC_BOOTSTRAP=1 cargo fuzz run $$t -- -max_total_time=60 || exit 1; done
+# Each target starts from its committed seeds (fuzz/seeds/<target>) and
+# grows its corpus in fuzz/corpus/<target> (not committed).
+fuzz-smoke: ## Run each fuzz target for a minute (needs cargo-fuzz)
+	cd fuzz && for t in $$(cargo fuzz list); do \
+		mkdir -p corpus/$$t seeds/$$t; \
+		RUSTC_BOOTSTRAP=1 cargo fuzz run $$t corpus/$$t seeds/$$t -- -max_total_time=60 || exit 1; \
+	done
 
 clean:
 	cargo clean
