@@ -11,7 +11,7 @@ use fluxrig_gear::{
 };
 use fluxrig_msg::{FluxMsg, Value};
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 
 use crate::format::{InFormat, OutFormat, line_to_data, next_envelope, write_msg};
@@ -269,7 +269,7 @@ impl Gear for StdinGear {
 }
 
 /// How `file_out` opens its file.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum FileMode {
     /// Add to the end of an existing file (default).

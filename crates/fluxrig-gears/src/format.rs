@@ -5,10 +5,10 @@ use std::io::Write;
 use fluxrig_msg::json::{JsonMsg, JsonValue};
 use fluxrig_msg::{FluxMsg, Limits, Map, Value};
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// How a source reads messages.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum InFormat {
     /// One message per line: `data` is `{"line": "<text>"}`.
@@ -22,7 +22,7 @@ pub enum InFormat {
 }
 
 /// How a sink writes messages.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OutFormat {
     /// One JSON object per line: the message's `data` (or its whole JSON

@@ -8,9 +8,11 @@ mod discard;
 mod files;
 mod format;
 mod generate;
+mod http;
 mod log;
 mod map;
 mod route;
+mod tls;
 mod vrl;
 
 use fluxrig_gear::{GearType, Typed};
@@ -22,9 +24,11 @@ pub use files::{
 };
 pub use format::{InFormat, OutFormat};
 pub use generate::{Generate, GenerateConfig};
+pub use http::{BodyKind, HttpIn, HttpInConfig, HttpMethod, HttpOut, HttpOutConfig};
 pub use log::{Level, Log, LogConfig};
 pub use map::{MapConfig, MapGearKind};
 pub use route::{Route, RouteConfig, Rule};
+pub use tls::install_crypto_provider;
 
 /// Every built-in gear type, in the order `fluxrig gears` lists them.
 pub static BUILTIN: &[&dyn GearType] = &[
@@ -37,6 +41,8 @@ pub static BUILTIN: &[&dyn GearType] = &[
     &Typed::<Stdout>::new(),
     &Typed::<Discard>::new(),
     &Typed::<Log>::new(),
+    &Typed::<HttpIn>::new(),
+    &Typed::<HttpOut>::new(),
 ];
 
 /// The built-in gear type called `name`.

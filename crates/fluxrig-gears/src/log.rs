@@ -6,10 +6,10 @@ use fluxrig_gear::{
 use fluxrig_msg::json::JsonValue;
 use fluxrig_msg::{FluxMsg, Value};
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Log level of the lines.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     /// DEBUG.

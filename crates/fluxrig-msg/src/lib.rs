@@ -27,4 +27,4 @@ pub use cbor::Limits;
 pub use error::DecodeError;
 pub use id::{EntityId, EntityType, FluxId, IdGenerator};
 pub use msg::{Flags, FluxMsg, Hop, Meta, ReservedField, TraceContext, TraceParseError};
-pub use value::{Integer, IntegerOutOfRange, Map, Simple, Value};
+pub use value::{Integer, IntegerOutOfRange, Map, Simple, Value, hex};

@@ -219,7 +219,9 @@ impl fmt::Debug for Value {
     }
 }
 
-fn hex(b: &[u8]) -> String {
+/// Lowercase hex of some bytes (hashes, raw payloads in messages and
+/// reports).
+pub fn hex(b: &[u8]) -> String {
     use std::fmt::Write as _;
     b.iter()
         .fold(String::with_capacity(b.len() * 2), |mut s, x| {

@@ -76,7 +76,7 @@ pub(crate) async fn supervise(mut s: Supervised) {
                     rebuild = false;
                 }
                 Err(e) => {
-                    tracing::error!(gear = %name, error = %e, "gear cannot be rebuilt; will retry")
+                    tracing::error!(gear = %name, error = %e, "gear cannot be rebuilt; will retry");
                 }
             }
         }

@@ -247,15 +247,7 @@ impl Scenario {
     }
 }
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-}
+pub(crate) use fluxrig_msg::hex;
 
 /// SHA-256 of a node's canonical form (deterministic CBOR).
 pub fn canonical_hash(node: &Node) -> [u8; 32] {

@@ -345,7 +345,7 @@ pub(crate) fn load(
                     None if seen.contains_key(&e.gear)
                         && !valid_gears.contains(e.gear.as_str()) =>
                     {
-                        ok = false
+                        ok = false;
                     }
                     None => {
                         ok = false;

@@ -43,3 +43,51 @@ pub fn python_script(name: &str) -> Command {
     c.arg(workspace_root().join("tests/python").join(name));
     c
 }
+
+/// A child process killed (and reaped) when dropped, so a failing test
+/// never leaves a server behind.
+#[derive(Debug)]
+pub struct ChildGuard(pub std::process::Child);
+
+impl ChildGuard {
+    /// Starts `cmd` with stdout piped and waits for its first line that
+    /// starts with `prefix`; returns the guard and the rest of that line
+    /// (e.g. a port a server chose).
+    pub fn spawn_and_wait_for(mut cmd: Command, prefix: &str) -> (ChildGuard, String) {
+        use std::io::{BufRead, BufReader};
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn the peer");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let guard = ChildGuard(child);
+        let mut lines = BufReader::new(stdout).lines();
+        loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(rest) = line.strip_prefix(prefix) {
+                        // Keep draining stdout so the peer never blocks on a full pipe.
+                        std::thread::spawn(move || for _ in lines {});
+                        return (guard, rest.trim().to_owned());
+                    }
+                }
+                _ => panic!("the peer exited before printing `{prefix}`"),
+            }
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (bind 0, read, release).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}

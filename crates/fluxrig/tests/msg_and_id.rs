@@ -207,11 +207,23 @@ fn id_new_with_state_continues_across_runs() {
 fn id_decode_shows_time_sequence_and_machine() {
     // tick 1000 (2 s after the epoch), sequence 5, machine 300
     let id: u64 = (1000 << 24) | (5 << 16) | 0x12c; // machine 300
-    fluxrig()
+    let out = fluxrig()
         .args(["id", "decode", "--json", &id.to_string()])
         .assert()
         .success()
-        .stdout(format!("{{\"id\":\"{id}\",\"machine\":300,\"sequence\":5,\"time\":\"2026-01-01T00:00:02.000Z\"}}\n"));
+        .get_output()
+        .stdout
+        .clone();
+    let got: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(
+        got,
+        serde_json::json!({
+            "id": id.to_string(),
+            "machine": 300,
+            "sequence": 5,
+            "time": "2026-01-01T00:00:02.000Z",
+        })
+    );
     fluxrig()
         .args(["id", "decode", &id.to_string()])
         .assert()
@@ -224,13 +236,18 @@ fn id_decode_shows_time_sequence_and_machine() {
 #[test]
 fn id_decode_entity() {
     let id: u64 = (2 << 56) | (513 << 40) | 0x63; // sequence 99
-    fluxrig()
+    let out = fluxrig()
         .args(["id", "decode", "--entity", "--json", &id.to_string()])
         .assert()
         .success()
-        .stdout(format!(
-            "{{\"id\":\"{id}\",\"machine\":513,\"sequence\":99,\"type\":\"gear\"}}\n"
-        ));
+        .get_output()
+        .stdout
+        .clone();
+    let got: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(
+        got,
+        serde_json::json!({"id": id.to_string(), "machine": 513, "sequence": 99, "type": "gear"})
+    );
     fluxrig()
         .args(["id", "decode", "--entity", "99"])
         .assert()

@@ -1,0 +1,540 @@
+//! `http_in` and `http_out`: HTTP ingress and egress.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use fluxrig_config::Duration;
+use fluxrig_gear::{
+    BoxFuture, BuildContext, BuildError, CheckContext, ConfigIssue, Gear, GearError, GearIo,
+    GearKind, Role,
+};
+use fluxrig_msg::json::{JsonMsg, JsonValue};
+use fluxrig_msg::{FluxId, FluxMsg, TraceContext, Value};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".to_owned()
+}
+
+fn default_path() -> String {
+    "/".to_owned()
+}
+
+fn default_max_body() -> usize {
+    1 << 20
+}
+
+fn default_accept_timeout() -> Duration {
+    Duration(StdDuration::from_secs(1))
+}
+
+/// Config of the `http_in` gear.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpInConfig {
+    /// Address to listen on. Loopback by default; listening on other
+    /// interfaces is a deliberate choice (`0.0.0.0:8080`).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// URL path that accepts messages (POST).
+    #[serde(default = "default_path")]
+    pub path: String,
+    /// Largest accepted request body, in bytes (larger: 413).
+    #[serde(default = "default_max_body")]
+    pub max_body: usize,
+    /// How long a request may wait for room in the Rack before it is
+    /// answered 503 (back-pressure).
+    #[serde(default = "default_accept_timeout")]
+    pub accept_timeout: Duration,
+}
+
+/// The `http_in` gear type.
+#[derive(Debug)]
+pub struct HttpIn;
+
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    s.parse()
+        .map_err(|_| format!("`{s}` is not an address such as 127.0.0.1:8080"))
+}
+
+impl GearKind for HttpIn {
+    type Config = HttpInConfig;
+    const NAME: &'static str = "http_in";
+    const ROLE: Role = Role::Source;
+    const SUMMARY: &'static str =
+        "Accepts messages over HTTP POST and answers once the Rack has taken them";
+    const DOCS: &'static str = "A POST body with a JSON content type becomes the message's `data`; any \
+        other body goes to `raw` as it came. The reply is `202 Accepted` with `{\"id\": \"<fluxID>\"}` once \
+        the message is in the Rack; `400` with the reason for a body that claims JSON but is not, `405` for \
+        other methods, `413` for a body above `max_body`, and `503` (with `Retry-After`) when the Rack \
+        cannot take the message within `accept_timeout` (back-pressure). A `traceparent` header becomes \
+        the message's trace context. Meta: `http.method`, `http.path`, `http.content_type`. The listener \
+        is bound when the Rack is built, so a port already in use stops the start with a clear error; a \
+        live scenario swap that leaves this gear unchanged keeps the listener and its connections open.";
+    const EXAMPLE: &'static str =
+        "- name: ingress\n  type: http_in\n  config: {listen: 127.0.0.1:8080, path: /orders}";
+
+    fn check(config: &HttpInConfig, _ctx: &CheckContext) -> Vec<ConfigIssue> {
+        let mut issues = Vec::new();
+        if let Err(e) = parse_listen(&config.listen) {
+            issues.push(ConfigIssue::new("listen", e));
+        }
+        if !config.path.starts_with('/') {
+            issues.push(ConfigIssue::new("path", "must start with `/`"));
+        }
+        issues
+    }
+
+    fn build(config: &HttpInConfig, _ctx: &BuildContext) -> Result<Box<dyn Gear>, BuildError> {
+        let addr = parse_listen(&config.listen).map_err(BuildError)?;
+        let listener =
+            bind(addr).map_err(|e| BuildError(format!("cannot listen on {addr}: {e}")))?;
+        Ok(Box::new(HttpInGear {
+            addr,
+            listener: Some(listener),
+            path: config.path.clone(),
+            max_body: config.max_body,
+            accept_timeout: config.accept_timeout.get(),
+        }))
+    }
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let l = std::net::TcpListener::bind(addr)?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+struct HttpInGear {
+    addr: SocketAddr,
+    /// Bound at build time; taken by the first run (a restart binds again).
+    listener: Option<std::net::TcpListener>,
+    path: String,
+    max_body: usize,
+    accept_timeout: StdDuration,
+}
+
+/// A request on its way into the Rack.
+struct Incoming {
+    msg: FluxMsg,
+    accepted: oneshot::Sender<FluxId>,
+}
+
+#[derive(Clone)]
+struct HttpState {
+    tx: mpsc::Sender<Incoming>,
+    path: Arc<str>,
+    accept_timeout: StdDuration,
+}
+
+fn json_reply(status: StatusCode, body: &serde_json::Value) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn is_json(content_type: &str) -> bool {
+    let base = content_type.split(';').next().unwrap_or_default().trim();
+    base.eq_ignore_ascii_case("application/json") || base.ends_with("+json")
+}
+
+async fn accept(
+    State(st): State<HttpState>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if method != Method::POST {
+        let mut r = json_reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &serde_json::json!({"error": "use POST"}),
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return r;
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let mut msg = FluxMsg::new(FluxId::default(), Value::Null);
+    msg.ts = fluxrig_gear::now_ns();
+    if is_json(&content_type) {
+        let json: serde_json::Value = match serde_json::from_slice(&body) {
+            Ok(j) => j,
+            Err(e) => {
+                let reason = format!("invalid JSON at line {}, column {}", e.line(), e.column());
+                return json_reply(
+                    StatusCode::BAD_REQUEST,
+                    &serde_json::json!({"error": reason}),
+                );
+            }
+        };
+        match fluxrig_msg::json::value(&json, "body") {
+            Ok(v) => msg.data = v,
+            Err(e) => {
+                return json_reply(
+                    StatusCode::BAD_REQUEST,
+                    &serde_json::json!({"error": e.to_string()}),
+                );
+            }
+        }
+    } else {
+        msg.raw = Some(body);
+    }
+    if let Some(tp) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
+        msg.trace = TraceContext::parse(tp).ok();
+    }
+    msg.meta.insert("http.method", "POST");
+    msg.meta.insert("http.path", &*st.path);
+    if !content_type.is_empty() {
+        msg.meta.insert("http.content_type", content_type);
+    }
+    let (accepted, done) = oneshot::channel();
+    let busy = || {
+        let mut r = json_reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({"error": "the rack is busy; retry"}),
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        r
+    };
+    match tokio::time::timeout(st.accept_timeout, st.tx.send(Incoming { msg, accepted })).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) | Err(_) => return busy(),
+    }
+    match done.await {
+        Ok(id) => {
+            let mut r = json_reply(
+                StatusCode::ACCEPTED,
+                &serde_json::json!({"id": id.to_string()}),
+            );
+            if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
+                r.headers_mut().insert("x-fluxrig-id", v);
+            }
+            r
+        }
+        Err(_) => busy(),
+    }
+}
+
+impl HttpInGear {
+    async fn serve(&mut self, io: &mut GearIo) -> Result<(), GearError> {
+        let std_listener = match self.listener.take() {
+            Some(l) => l,
+            None => bind(self.addr)
+                .map_err(|e| GearError::io(format!("listening on {}", self.addr), e))?,
+        };
+        let listener = tokio::net::TcpListener::from_std(std_listener)
+            .map_err(|e| GearError::io(format!("listening on {}", self.addr), e))?;
+        let (tx, mut rx) = mpsc::channel::<Incoming>(256);
+        let state = HttpState {
+            tx,
+            path: Arc::from(self.path.as_str()),
+            accept_timeout: self.accept_timeout,
+        };
+        let app = Router::new()
+            .route(&self.path, axum::routing::any(accept))
+            .layer(axum::extract::DefaultBodyLimit::max(self.max_body))
+            .with_state(state);
+        let cancel = io.ctx().cancel.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(cancel.cancelled_owned())
+                .await
+        });
+        // Requests keep flowing until the server has shut down and dropped
+        // its senders: every accepted request gets its answer.
+        while let Some(Incoming { mut msg, accepted }) = rx.recv().await {
+            msg.id = io.new_id();
+            msg.src = Some(io.ctx().entity);
+            let id = msg.id;
+            io.send(msg).await;
+            let _ = accepted.send(id);
+        }
+        match server.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(GearError::io(format!("serving {}", self.addr), e)),
+            Err(e) => Err(GearError::Other(format!("HTTP server task: {e}"))),
+        }
+    }
+}
+
+impl Gear for HttpInGear {
+    fn run<'a>(&'a mut self, io: &'a mut GearIo) -> BoxFuture<'a, Result<(), GearError>> {
+        Box::pin(self.serve(io))
+    }
+}
+
+/// HTTP method of `http_out`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpMethod {
+    /// POST (default).
+    #[default]
+    Post,
+    /// PUT.
+    Put,
+    /// PATCH.
+    Patch,
+}
+
+/// What `http_out` sends as the request body.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BodyKind {
+    /// The message's `data` as JSON (default).
+    #[default]
+    Data,
+    /// The whole fluxMsg JSON form.
+    Envelope,
+    /// The message's `raw` bytes as they are.
+    Raw,
+}
+
+fn default_timeout() -> Duration {
+    Duration(StdDuration::from_secs(10))
+}
+
+fn default_retries() -> u32 {
+    5
+}
+
+fn default_backoff() -> Duration {
+    Duration(StdDuration::from_millis(100))
+}
+
+fn default_max_backoff() -> Duration {
+    Duration(StdDuration::from_secs(10))
+}
+
+/// Config of the `http_out` gear.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpOutConfig {
+    /// Where to send each message (`http://` or `https://`).
+    pub url: String,
+    /// HTTP method.
+    #[serde(default)]
+    pub method: HttpMethod,
+    /// Time limit of one attempt.
+    #[serde(default = "default_timeout")]
+    pub timeout: Duration,
+    /// Attempts after the first one, for connection errors, timeouts, 5xx and 429.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Wait before the first retry; it doubles at each retry.
+    #[serde(default = "default_backoff")]
+    pub backoff: Duration,
+    /// Longest wait between retries.
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff: Duration,
+    /// Extra request headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// What the body carries.
+    #[serde(default)]
+    pub body: BodyKind,
+}
+
+/// The `http_out` gear type.
+#[derive(Debug)]
+pub struct HttpOut;
+
+impl GearKind for HttpOut {
+    type Config = HttpOutConfig;
+    const NAME: &'static str = "http_out";
+    const ROLE: Role = Role::Sink;
+    const SUMMARY: &'static str =
+        "Sends each message as an HTTP request, retrying with exponential backoff";
+    const DOCS: &'static str = "Messages are sent one at a time, in order. A 2xx answer delivers the message. \
+        Connection errors, timeouts, 5xx and 429 are retried (`retries` more attempts, waiting `backoff`, \
+        doubling up to `max_backoff`); other 4xx answers, and failures after the last retry, send the \
+        message to `error` with the reason. The message's trace context goes out as a `traceparent` header \
+        and its fluxID as `x-fluxrig-id`.";
+    const EXAMPLE: &'static str = "- name: egress\n  type: http_out\n  config: {url: 'http://127.0.0.1:9000/ingest', timeout: 2s, retries: 3}";
+
+    fn check(config: &HttpOutConfig, _ctx: &CheckContext) -> Vec<ConfigIssue> {
+        let mut issues = Vec::new();
+        match reqwest::Url::parse(&config.url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+            Ok(u) => issues.push(ConfigIssue::new(
+                "url",
+                format!("scheme `{}` is not http or https", u.scheme()),
+            )),
+            Err(e) => issues.push(ConfigIssue::new("url", format!("not a URL: {e}"))),
+        }
+        for (k, v) in &config.headers {
+            if header::HeaderName::from_bytes(k.as_bytes()).is_err()
+                || HeaderValue::from_str(v).is_err()
+            {
+                issues.push(ConfigIssue::new(
+                    format!("headers.{k}"),
+                    "not a valid HTTP header",
+                ));
+            }
+        }
+        issues
+    }
+
+    fn build(config: &HttpOutConfig, _ctx: &BuildContext) -> Result<Box<dyn Gear>, BuildError> {
+        crate::tls::install_crypto_provider();
+        let client = reqwest::Client::builder()
+            .timeout(config.timeout.get())
+            .build()
+            .map_err(|e| BuildError(format!("HTTP client: {e}")))?;
+        let mut headers = HeaderMap::new();
+        for (k, v) in &config.headers {
+            let name = header::HeaderName::from_bytes(k.as_bytes())
+                .map_err(|e| BuildError(format!("header {k}: {e}")))?;
+            headers.insert(
+                name,
+                HeaderValue::from_str(v).map_err(|e| BuildError(format!("header {k}: {e}")))?,
+            );
+        }
+        let method = match config.method {
+            HttpMethod::Post => Method::POST,
+            HttpMethod::Put => Method::PUT,
+            HttpMethod::Patch => Method::PATCH,
+        };
+        Ok(Box::new(HttpOutGear {
+            client,
+            url: config.url.clone(),
+            method,
+            headers,
+            body: config.body,
+            retries: config.retries,
+            backoff: config.backoff.get(),
+            max_backoff: config.max_backoff.get(),
+        }))
+    }
+}
+
+struct HttpOutGear {
+    client: reqwest::Client,
+    url: String,
+    method: Method,
+    headers: HeaderMap,
+    body: BodyKind,
+    retries: u32,
+    backoff: StdDuration,
+    max_backoff: StdDuration,
+}
+
+/// How one attempt ended.
+enum Attempt {
+    Delivered,
+    Retry(String),
+    Fail(String),
+}
+
+impl HttpOutGear {
+    fn body(&self, msg: &FluxMsg) -> Result<(Vec<u8>, &'static str), String> {
+        match self.body {
+            BodyKind::Data => {
+                serde_json::to_vec(&JsonValue(&msg.data)).map(|b| (b, "application/json"))
+            }
+            BodyKind::Envelope => {
+                serde_json::to_vec(&JsonMsg(msg)).map(|b| (b, "application/json"))
+            }
+            BodyKind::Raw => Ok((
+                msg.raw.as_deref().unwrap_or_default().to_vec(),
+                "application/octet-stream",
+            )),
+        }
+        .map_err(|e| format!("no JSON form: {e}"))
+    }
+
+    async fn attempt(&self, msg: &FluxMsg, body: &[u8], content_type: &'static str) -> Attempt {
+        let mut req = self
+            .client
+            .request(self.method.clone(), &self.url)
+            .headers(self.headers.clone())
+            .header(header::CONTENT_TYPE, content_type)
+            .header("x-fluxrig-id", msg.id.to_string())
+            .body(body.to_vec());
+        if let Some(t) = msg.trace {
+            req = req.header("traceparent", t.to_string());
+        }
+        match req.send().await {
+            Ok(r) if r.status().is_success() => Attempt::Delivered,
+            Ok(r)
+                if r.status().is_server_error() || r.status() == StatusCode::TOO_MANY_REQUESTS =>
+            {
+                Attempt::Retry(format!("HTTP {}", r.status()))
+            }
+            Ok(r) => Attempt::Fail(format!("HTTP {} from {}", r.status(), self.url)),
+            Err(e) if e.is_timeout() => Attempt::Retry("timed out".to_owned()),
+            Err(e) => Attempt::Retry(format!("request failed: {}", error_chain(&e))),
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+impl Gear for HttpOutGear {
+    fn run<'a>(&'a mut self, io: &'a mut GearIo) -> BoxFuture<'a, Result<(), GearError>> {
+        Box::pin(async move {
+            while let Some(msg) = io.recv().await {
+                let (body, content_type) = match self.body(&msg) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        io.fail(msg, e).await;
+                        continue;
+                    }
+                };
+                let mut wait = self.backoff;
+                let mut attempt = 0;
+                let outcome = loop {
+                    match self.attempt(&msg, &body, content_type).await {
+                        Attempt::Delivered => break Ok(()),
+                        Attempt::Fail(reason) => break Err(reason),
+                        Attempt::Retry(reason) if attempt >= self.retries => {
+                            break Err(format!("{reason} (after {} attempts)", attempt + 1));
+                        }
+                        Attempt::Retry(reason) => {
+                            tracing::debug!(url = %self.url, %reason, attempt, "retrying");
+                            attempt += 1;
+                            tokio::select! {
+                                () = tokio::time::sleep(wait) => {}
+                                () = io.cancelled() => break Err(format!("{reason} (stopped while retrying)")),
+                            }
+                            wait = (wait * 2).min(self.max_backoff);
+                        }
+                    }
+                };
+                match outcome {
+                    Ok(()) => io.delivered(1),
+                    Err(reason) => io.fail(msg, reason).await,
+                }
+            }
+            Ok(())
+        })
+    }
+}
