@@ -1,16 +1,20 @@
 //! fluxMsg encode and decode on a typical payment message, with the plain
 //! minicbor encoder as the baseline (see `fluxrig_bench::plain`).
 //!
+//! Times are the thread's CPU time ([`ThreadCpuTime`]): this machine is
+//! shared, and wall time mostly measures the wait for a CPU.
+//!
 //! `cargo bench -p fluxrig-bench --bench msg`
 
 use std::hint::black_box;
 
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use fluxrig_bench::ThreadCpuTime;
 use fluxrig_bench::{payment_fields, plain, typical_payment_msg};
 use fluxrig_msg::{FluxMsg, Limits, Map, Value, cbor};
 
-fn encode(c: &mut Criterion) {
+fn encode(c: &mut Criterion<ThreadCpuTime>) {
     let msg = typical_payment_msg();
     let len = msg.to_cbor().len() as u64;
     let mut g = c.benchmark_group("msg/encode");
@@ -55,7 +59,7 @@ fn encode(c: &mut Criterion) {
     g.finish();
 }
 
-fn decode(c: &mut Criterion) {
+fn decode(c: &mut Criterion<ThreadCpuTime>) {
     let msg = typical_payment_msg();
     let bytes = msg.to_cbor();
     let shared = Bytes::from(bytes.clone());
@@ -79,7 +83,7 @@ fn decode(c: &mut Criterion) {
 /// `data` map from its fields in ISO 8583 field order (what a decoder of the
 /// wire message produces) into a `Map`, and for comparison into a plain
 /// `Vec` kept in insertion order.
-fn build(c: &mut Criterion) {
+fn build(c: &mut Criterion<ThreadCpuTime>) {
     let fields = payment_fields();
     let mut g = c.benchmark_group("msg/build_data");
     g.bench_function("sorted_map", |b| {
@@ -111,5 +115,9 @@ fn build(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, encode, decode, build);
+criterion_group! {
+    name = benches;
+    config = Criterion::default().with_measurement(ThreadCpuTime);
+    targets = encode, decode, build
+}
 criterion_main!(benches);

@@ -16,9 +16,9 @@
 use std::hint::black_box;
 
 use bytes::Bytes;
-use fluxrig_bench::{plain, typical_payment_msg};
+use fluxrig_bench::{payment_fields, plain, typical_payment_msg};
 use fluxrig_msg::id::{Clock, EPOCH_UNIX_MS};
-use fluxrig_msg::{FluxMsg, IdGenerator, Limits};
+use fluxrig_msg::{FluxMsg, IdGenerator, Limits, Map, Value};
 
 struct FixedClock;
 
@@ -38,6 +38,7 @@ fn main() {
     let shared = Bytes::from(bytes.clone());
     let mut buf = Vec::with_capacity(1024);
     let generator = IdGenerator::with_clock(1, FixedClock);
+    let fields = payment_fields();
     for _ in 0..n {
         match op.as_str() {
             "encode" => {
@@ -54,8 +55,24 @@ fn main() {
                 Limits::DEFAULT,
             ))),
             "id" => drop(black_box(generator.next())),
+            "build_sorted" => {
+                let mut m = Map::with_capacity(fields.len());
+                for (k, v) in fields.iter().cloned() {
+                    m.insert(k, v);
+                }
+                drop(black_box(m));
+            }
+            "build_vec" => {
+                let mut e = Vec::with_capacity(fields.len());
+                for (k, v) in fields.iter().cloned() {
+                    e.push((Value::text(k), v));
+                }
+                drop(black_box(e));
+            }
             _ => {
-                eprintln!("usage: profile_msg encode|plain|decode|from_bytes|id [N]");
+                eprintln!(
+                    "usage: profile_msg encode|plain|decode|from_bytes|id|build_sorted|build_vec [N]"
+                );
                 std::process::exit(2);
             }
         }

@@ -7,7 +7,10 @@
 
 pub mod plain;
 
+use std::time::Duration;
+
 use bytes::Bytes;
+use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use fluxrig_msg::{EntityId, EntityType, Flags, FluxId, FluxMsg, Hop, Map, TraceContext, Value};
 
 /// A typical payment message: an ISO 8583 0100 authorization request as it
@@ -103,6 +106,58 @@ fn raw_0100() -> Bytes {
     }
     raw.truncate(200);
     Bytes::from(raw)
+}
+
+/// Criterion measurement of the benchmark thread's CPU time
+/// (`CLOCK_THREAD_CPUTIME_ID`) instead of wall time.
+///
+/// On a machine shared with builds and tests, a benchmark thread spends
+/// much of its wall time waiting for a CPU, and wall-clock samples vary by
+/// 2× between runs. CPU time leaves the waiting out (not the cache misses
+/// other processes cause). On an idle machine the two agree. Benchmarks that
+/// wait on purpose (a rate limit, I/O) must use wall time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ThreadCpuTime;
+
+/// Wall time's formatter also formats CPU time (both are durations).
+static WALL: WallTime = WallTime;
+
+/// The calling thread's CPU time so far.
+pub fn thread_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
+}
+
+impl Measurement for ThreadCpuTime {
+    type Intermediate = Duration;
+    type Value = Duration;
+
+    fn start(&self) -> Duration {
+        thread_cpu_time()
+    }
+
+    fn end(&self, start: Duration) -> Duration {
+        thread_cpu_time().saturating_sub(start)
+    }
+
+    fn add(&self, a: &Duration, b: &Duration) -> Duration {
+        *a + *b
+    }
+
+    fn zero(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    fn to_f64(&self, value: &Duration) -> f64 {
+        value.as_secs_f64() * 1e9
+    }
+
+    fn formatter(&self) -> &dyn ValueFormatter {
+        WALL.formatter()
+    }
 }
 
 /// Number of entries in the top level of a message's `data` map.
