@@ -14,15 +14,25 @@ NEXTEST     := $(shell cargo nextest --version >/dev/null 2>&1 && echo yes)
 
 export FLUXRIG_PYTHON := $(abspath $(VENV_PY))
 
-.PHONY: help build run test test-deps bench lint fmt fmt-check fuzz-smoke clean
+# DuckDB for `fluxrig audit query`: the official prebuilt library from npm,
+# cached outside the checkout (docs/adr/0002-duckdb-prebuilt.md). The crate
+# `duckdb = "=1.10506.1"` in Cargo.toml pairs with this version: bump both.
+DUCKDB_VERSION := 1.5.6
+DUCKDB_NPM     := @duckdb/node-bindings-linux-x64@$(DUCKDB_VERSION)-r.1
+DUCKDB_SHA256  := 1b9f82478539bb9a1d1df44bd103121a12ae52142c07158dc52b97d2ec1d69ff
+DUCKDB_LIB_DIR ?= $(HOME)/.cache/fluxrig/duckdb-$(DUCKDB_VERSION)
+override DUCKDB_LIB_DIR := $(abspath $(DUCKDB_LIB_DIR))
+export DUCKDB_LIB_DIR
+
+.PHONY: help build run test test-deps deps-duckdb bench lint fmt fmt-check fuzz-smoke clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-build: ## Build every crate and the fluxrig binary
+build: deps-duckdb ## Build every crate and the fluxrig binary
 	cargo build --workspace --all-targets
 
-run: ## Run the demo: the quickstart scenario (examples/quickstart.yaml)
+run: deps-duckdb ## Run the demo: the quickstart scenario (examples/quickstart.yaml)
 	cargo run -q -p fluxrig -- run examples/quickstart.yaml
 
 # The venv is rebuilt when the requirements change.
@@ -33,7 +43,20 @@ $(VENV)/.installed: $(REQS)
 
 test-deps: $(VENV)/.installed ## Install the Python test peers into .venv
 
-test: test-deps fmt-check ## Build everything and run every test
+deps-duckdb: $(DUCKDB_LIB_DIR)/libduckdb.so ## Fetch the prebuilt DuckDB library (npm) into ~/.cache
+
+$(DUCKDB_LIB_DIR)/libduckdb.so:
+	@[ "$$(uname -sm)" = "Linux x86_64" ] || { echo "deps-duckdb: only x86-64 Linux is wired (docs/adr/0002-duckdb-prebuilt.md); build with --no-default-features" >&2; exit 1; }
+	mkdir -p $(DUCKDB_LIB_DIR)
+	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && cd "$$tmp" && \
+	npm pack --silent $(DUCKDB_NPM) >/dev/null && \
+	echo "$(DUCKDB_SHA256)  $$(ls *.tgz)" | sha256sum --check --quiet && \
+	tar -xzf *.tgz package/libduckdb.so package/LICENSE && \
+	cp package/LICENSE $(DUCKDB_LIB_DIR)/LICENSE && \
+	cp package/libduckdb.so $(DUCKDB_LIB_DIR)/libduckdb.so.tmp && \
+	mv $(DUCKDB_LIB_DIR)/libduckdb.so.tmp $@
+
+test: test-deps deps-duckdb fmt-check ## Build everything and run every test
 	cargo build --workspace --all-targets
 ifeq ($(NEXTEST),yes)
 	cargo nextest run --workspace --no-fail-fast
@@ -45,7 +68,7 @@ endif
 bench: ## Run the benchmarks (results go to docs/BENCHMARKS.md by hand)
 	cargo bench -p fluxrig-bench
 
-lint: ## Clippy with warnings as errors
+lint: deps-duckdb ## Clippy with warnings as errors
 	cargo clippy --workspace --all-targets -- -D warnings
 
 fmt: ## Format the code

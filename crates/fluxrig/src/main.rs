@@ -73,6 +73,9 @@ enum Command {
     /// Decode ISO 8583 messages, simulate an issuer, generate load.
     #[command(subcommand)]
     Iso8583(cmd::iso8583::Iso8583Command),
+    /// Query, verify, export and compact the audit archive.
+    #[command(subcommand)]
+    Audit(cmd::audit::AuditCommand),
 }
 
 fn main() -> ExitCode {
@@ -86,6 +89,7 @@ fn main() -> ExitCode {
         Command::Id(c) => cmd::id::run(c),
         Command::Spec(c) => cmd::spec::run(c),
         Command::Iso8583(c) => cmd::iso8583::run(c),
+        Command::Audit(c) => cmd::audit::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

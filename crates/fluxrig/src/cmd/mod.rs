@@ -1,5 +1,6 @@
 //! One module per subcommand group.
 
+pub(crate) mod audit;
 pub(crate) mod gears;
 pub(crate) mod id;
 pub(crate) mod iso8583;
