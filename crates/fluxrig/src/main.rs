@@ -8,7 +8,7 @@ mod exit;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 /// fluxrig moves mission-critical data between systems that were never meant
 /// to talk: payments (ISO 8583), industrial devices (Modbus, MQTT) and
@@ -76,6 +76,9 @@ enum Command {
     /// Query, verify, export and compact the audit archive.
     #[command(subcommand)]
     Audit(cmd::audit::AuditCommand),
+    /// Print this command-line reference in Markdown (docs/cli.md).
+    #[command(hide = true)]
+    CliReference(cmd::reference::ReferenceArgs),
 }
 
 fn main() -> ExitCode {
@@ -90,6 +93,7 @@ fn main() -> ExitCode {
         Command::Spec(c) => cmd::spec::run(c),
         Command::Iso8583(c) => cmd::iso8583::run(c),
         Command::Audit(c) => cmd::audit::run(c),
+        Command::CliReference(a) => cmd::reference::run(&a, Cli::command()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -290,6 +290,24 @@ fn the_gear_reference_in_docs_is_up_to_date() {
     );
 }
 
+/// `docs/cli.md` is generated from the argument definitions; this fails
+/// when it is stale, with the command to fix it.
+#[test]
+fn the_cli_reference_in_docs_is_up_to_date() {
+    let fresh = fluxrig()
+        .arg("cli-reference")
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let committed = std::fs::read(repo().join("docs/cli.md")).unwrap_or_default();
+    assert!(
+        fresh == committed,
+        "docs/cli.md is stale: run `cargo run -p fluxrig -- cli-reference --write docs/cli.md`"
+    );
+}
+
 #[test]
 fn sigterm_stops_the_rack_gracefully() {
     let dir = tempfile::tempdir().unwrap();

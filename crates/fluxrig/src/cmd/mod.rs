@@ -5,6 +5,7 @@ pub(crate) mod gears;
 pub(crate) mod id;
 pub(crate) mod iso8583;
 pub(crate) mod msg;
+pub(crate) mod reference;
 pub(crate) mod run;
 pub(crate) mod scenario;
 pub(crate) mod spec;
