@@ -12,8 +12,8 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use fluxrig_config::Duration;
 use fluxrig_gear::{
-    BoxFuture, BuildContext, BuildError, CheckContext, ConfigIssue, Gear, GearError, GearIo,
-    GearKind, Role,
+    BoxFuture, BuildContext, BuildError, CheckContext, ConfigIssue, Durable, Gear, GearError,
+    GearIo, GearKind, IDEMPOTENCY_META, JournalError, Role,
 };
 use fluxrig_msg::json::{JsonMsg, JsonValue};
 use fluxrig_msg::{FluxId, FluxMsg, TraceContext, Value};
@@ -74,9 +74,13 @@ impl GearKind for HttpIn {
         "Accepts messages over HTTP POST and answers once the Rack has taken them";
     const DOCS: &'static str = "A POST body with a JSON content type becomes the message's `data`; any \
         other body goes to `raw` as it came. The reply is `202 Accepted` with `{\"id\": \"<fluxID>\"}` once \
-        the message is in the Rack; `400` with the reason for a body that claims JSON but is not, `405` for \
+        the message is in the Rack and its ingress record is durable in the Rack's write-ahead log \
+        (under the sync policy `always`, concurrent requests share one sync); `400` with the reason for a body that claims JSON but is not, `405` for \
         other methods, `413` for a body above `max_body`, and `503` (with `Retry-After`) when the Rack \
-        cannot take the message within `accept_timeout` (back-pressure). A `traceparent` header becomes \
+        cannot take the message within `accept_timeout` (back-pressure) or cannot record it. An \
+        `Idempotency-Key` header (up to 256 characters) makes retries safe: a request whose key was \
+        recorded before (also before a restart) is answered with the first message's id and not \
+        emitted again. A `traceparent` header becomes \
         the message's trace context. Meta: `http.method`, `http.path`, `http.content_type`. The listener \
         is bound when the Rack is built, so a port already in use stops the start with a clear error; a \
         live scenario swap that leaves this gear unchanged keeps the listener and its connections open.";
@@ -126,8 +130,11 @@ struct HttpInGear {
 /// A request on its way into the Rack.
 struct Incoming {
     msg: FluxMsg,
-    accepted: oneshot::Sender<FluxId>,
+    accepted: oneshot::Sender<Result<(FluxId, Durable), JournalError>>,
 }
+
+/// Longest accepted `Idempotency-Key` header.
+const MAX_IDEMPOTENCY_KEY: usize = 256;
 
 #[derive(Clone)]
 struct HttpState {
@@ -201,6 +208,19 @@ async fn accept(
     if let Some(tp) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
         msg.trace = TraceContext::parse(tp).ok();
     }
+    if let Some(key) = headers.get("idempotency-key") {
+        match key.to_str() {
+            Ok(k) if !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY => {
+                msg.meta.insert(IDEMPOTENCY_META, k);
+            }
+            _ => {
+                return json_reply(
+                    StatusCode::BAD_REQUEST,
+                    &serde_json::json!({"error": format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters")}),
+                );
+            }
+        }
+    }
     msg.meta.insert("http.method", "POST");
     msg.meta.insert("http.path", &*st.path);
     if !content_type.is_empty() {
@@ -220,19 +240,28 @@ async fn accept(
         Ok(Ok(())) => {}
         Ok(Err(_)) | Err(_) => return busy(),
     }
-    match done.await {
-        Ok(id) => {
-            let mut r = json_reply(
-                StatusCode::ACCEPTED,
-                &serde_json::json!({"id": id.to_string()}),
-            );
-            if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
-                r.headers_mut().insert("x-fluxrig-id", v);
-            }
-            r
-        }
-        Err(_) => busy(),
+    let not_recorded = |e: &JournalError| {
+        json_reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({"error": format!("not recorded: {e}")}),
+        )
+    };
+    let id = match done.await {
+        Ok(Ok((id, durable))) => match durable.await {
+            Ok(()) => id,
+            Err(e) => return not_recorded(&e),
+        },
+        Ok(Err(e)) => return not_recorded(&e),
+        Err(_) => return busy(),
+    };
+    let mut r = json_reply(
+        StatusCode::ACCEPTED,
+        &serde_json::json!({"id": id.to_string()}),
+    );
+    if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
+        r.headers_mut().insert("x-fluxrig-id", v);
     }
+    r
 }
 
 impl HttpInGear {
@@ -265,9 +294,10 @@ impl HttpInGear {
         while let Some(Incoming { mut msg, accepted }) = rx.recv().await {
             msg.id = io.new_id();
             msg.src = Some(io.ctx().entity);
-            let id = msg.id;
-            io.send(msg).await;
-            let _ = accepted.send(id);
+            // Recorded and handed on at once; the request waits for the
+            // record to be durable on its own task, so concurrent requests
+            // share one sync (group commit).
+            let _ = accepted.send(io.ingest(msg).await);
         }
         match server.await {
             Ok(Ok(())) => Ok(()),
@@ -530,7 +560,7 @@ impl Gear for HttpOutGear {
                     }
                 };
                 match outcome {
-                    Ok(()) => io.delivered(1),
+                    Ok(()) => io.delivered(1).await?,
                     Err(reason) => io.fail(msg, reason).await,
                 }
             }
