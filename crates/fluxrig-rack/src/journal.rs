@@ -26,7 +26,8 @@ use fluxrig_audit::records::{self, RackRecord};
 use fluxrig_gear::{
     BoxFuture, Delivery, Durable, IDEMPOTENCY_META, Ingress, Journal, JournalError, Role,
 };
-use fluxrig_msg::{FluxId, FluxMsg};
+use fluxrig_msg::cbor::{self, Limits};
+use fluxrig_msg::{FluxId, FluxMsg, Value};
 use fluxrig_scenario::Scenario;
 use fluxrig_wal::{Lsn, SyncPolicy, Wal, WalOptions};
 
@@ -257,12 +258,48 @@ fn sinks_reached(scenario: &Scenario) -> Reach {
 struct Open {
     gear: String,
     port: String,
-    msg: FluxMsg,
+    /// The INGRESS body, decoded only if it is replayed.
+    body: Bytes,
     done: Vec<String>,
 }
 
+/// What recovery needs of an INGRESS body — source gear, port, fluxID,
+/// idempotency key — read without building the message.
+fn peek_ingress(body: &[u8]) -> Option<(String, String, FluxId, Option<String>)> {
+    let v = cbor::from_slice(body, Limits::DEFAULT).ok()?;
+    let msg = v.get("msg")?;
+    let id = msg.get("id")?.as_integer()?.as_u64()?;
+    let key = msg
+        .get("meta")
+        .and_then(|m| m.get(IDEMPOTENCY_META))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    Some((
+        v.get("gear")?.as_str()?.to_owned(),
+        v.get("port")?.as_str()?.to_owned(),
+        FluxId::from_raw(id),
+        key,
+    ))
+}
+
+/// Sink gear, fluxID and offset (if any) of a COMPLETED body.
+fn peek_completed(body: &[u8]) -> Option<(String, FluxId, Option<u64>)> {
+    let v = cbor::from_slice(body, Limits::DEFAULT).ok()?;
+    let id = v.get("id")?.as_integer()?.as_u64()?;
+    let offset = match v.get("offset") {
+        None => None,
+        Some(o) => Some(o.as_integer()?.as_u64()?),
+    };
+    Some((
+        v.get("gear")?.as_str()?.to_owned(),
+        FluxId::from_raw(id),
+        offset,
+    ))
+}
+
 /// Reads the whole log once: idempotency keys, sink offsets, and the
-/// ingresses left open.
+/// ingresses left open. Only INGRESS and COMPLETED records are decoded, and
+/// a message only when it is replayed.
 fn scan(
     wal: &Wal,
     reach: &Reach,
@@ -270,26 +307,26 @@ fn scan(
     offsets: &mut HashMap<String, u64>,
     completed: &mut HashMap<FluxId, Vec<String>>,
 ) -> Result<Recovered, String> {
-    let mut open: BTreeMap<FluxId, (Lsn, Open)> = BTreeMap::new();
+    let mut open: HashMap<FluxId, (Lsn, Open)> = HashMap::new();
     let mut recovered = Recovered::default();
     let reader = wal
         .read_from(wal.first_lsn())
         .map_err(|e| format!("cannot read the write-ahead log: {e}"))?;
+    let unreadable = |lsn: Lsn, kind: u8| {
+        format!(
+            "write-ahead log record {lsn} ({}) is unreadable",
+            records::kind_name(kind)
+        )
+    };
     for rec in reader {
         let rec = rec.map_err(|e| format!("cannot read the write-ahead log: {e}"))?;
         recovered.records += 1;
-        if rec.kind == records::COMPLETED
-            && let Ok(Some(offset)) = records::completed_offset(&rec.body)
-            && let Ok(RackRecord::Completed { gear, .. }) =
-                RackRecord::decode(records::COMPLETED, &rec.body)
-        {
-            offsets.insert(gear, offset);
-        }
-        match RackRecord::decode(rec.kind, &rec.body) {
-            Ok(RackRecord::Ingress { gear, port, msg }) => {
-                let g: Arc<str> = Arc::from(gear.as_str());
-                if let Some(k) = msg.meta.get(IDEMPOTENCY_META) {
-                    keys.insert(g, k.to_owned(), msg.id);
+        match rec.kind {
+            records::INGRESS => {
+                let (gear, port, id, key) =
+                    peek_ingress(&rec.body).ok_or_else(|| unreadable(rec.lsn, rec.kind))?;
+                if let Some(k) = key {
+                    keys.insert(Arc::from(gear.as_str()), k, id);
                 }
                 if reach
                     .get(&(gear.clone(), port.clone()))
@@ -298,19 +335,24 @@ fn scan(
                     continue; // wired to no sink: nothing to complete
                 }
                 open.insert(
-                    msg.id,
+                    id,
                     (
                         rec.lsn,
                         Open {
                             gear,
                             port,
-                            msg,
+                            body: rec.body,
                             done: Vec::new(),
                         },
                     ),
                 );
             }
-            Ok(RackRecord::Completed { gear, id, .. }) => {
+            records::COMPLETED => {
+                let (gear, id, offset) =
+                    peek_completed(&rec.body).ok_or_else(|| unreadable(rec.lsn, rec.kind))?;
+                if let Some(o) = offset {
+                    offsets.insert(gear.clone(), o);
+                }
                 if let Some((_, o)) = open.get_mut(&id) {
                     o.done.push(gear);
                     let all = reach
@@ -321,31 +363,29 @@ fn scan(
                     }
                 }
             }
-            Ok(_) => {}
-            Err(e) => {
-                return Err(format!(
-                    "write-ahead log record {} ({}) is unreadable: {e}",
-                    rec.lsn,
-                    records::kind_name(rec.kind)
-                ));
-            }
+            _ => {}
         }
     }
     let mut left: Vec<(Lsn, Open)> = open.into_values().collect();
     left.sort_by_key(|(lsn, _)| *lsn);
-    for (_, o) in left {
+    for (lsn, o) in left {
+        let msg = match RackRecord::decode(records::INGRESS, &o.body) {
+            Ok(RackRecord::Ingress { msg, .. }) => msg,
+            Ok(_) => return Err(unreadable(lsn, records::INGRESS)),
+            Err(e) => return Err(format!("{}: {e}", unreadable(lsn, records::INGRESS))),
+        };
         if !reach.contains_key(&(o.gear.clone(), o.port.clone())) {
             recovered.orphaned += 1;
-            tracing::warn!(gear = %o.gear, port = %o.port, id = %o.msg.id, "uncompleted message from a gear or port no longer in the scenario; not replayed");
+            tracing::warn!(gear = %o.gear, port = %o.port, id = %msg.id, "uncompleted message from a gear or port no longer in the scenario; not replayed");
             continue;
         }
         if !o.done.is_empty() {
-            completed.insert(o.msg.id, o.done);
+            completed.insert(msg.id, o.done);
         }
         recovered.replay.push(Replay {
             gear: o.gear,
             port: o.port,
-            msg: o.msg,
+            msg,
         });
     }
     Ok(recovered)
