@@ -21,6 +21,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::spool::Spool;
+
 fn default_listen() -> String {
     "127.0.0.1:8080".to_owned()
 }
@@ -382,6 +384,25 @@ pub struct HttpOutConfig {
     /// What the body carries.
     #[serde(default)]
     pub body: BodyKind,
+    /// Keep messages pending on disk while the destination is down, instead
+    /// of failing them after `retries`.
+    #[serde(default)]
+    pub pending: Option<PendingConfig>,
+}
+
+fn default_pending_bytes() -> u64 {
+    64 << 20
+}
+
+/// The pending buffer of `http_out`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PendingConfig {
+    /// Largest size of the pending file in bytes (default 64 MiB). When it
+    /// is reached the gear stops taking input: back-pressure reaches the
+    /// sources (`http_in` answers 503 after its `accept_timeout`).
+    #[serde(default = "default_pending_bytes")]
+    pub max_bytes: u64,
 }
 
 /// The `http_out` gear type.
@@ -398,7 +419,12 @@ impl GearKind for HttpOut {
         Connection errors, timeouts, 5xx and 429 are retried (`retries` more attempts, waiting `backoff`, \
         doubling up to `max_backoff`); other 4xx answers, and failures after the last retry, send the \
         message to `error` with the reason. The message's trace context goes out as a `traceparent` header \
-        and its fluxID as `x-fluxrig-id`.";
+        and its fluxID as `x-fluxrig-id`. With `pending`, the gear takes messages from its input while a request \
+        is in flight into a pending file on disk (`<data>/pending/<gear>.spool`, bounded by `pending.max_bytes`), \
+        so a destination that is down does not hold up the other wires of the sources; connection errors, \
+        timeouts, 5xx and 429 are then retried without limit (backoff up to `max_backoff`) and messages are \
+        delivered in order once the destination returns. The pending file is an overflow buffer: the messages \
+        in it are also in the Rack's write-ahead log, not yet completed, and are replayed after a restart.";
     const EXAMPLE: &'static str = "- name: egress\n  type: http_out\n  config: {url: 'http://127.0.0.1:9000/ingest', timeout: 2s, retries: 3}";
 
     fn check(config: &HttpOutConfig, _ctx: &CheckContext) -> Vec<ConfigIssue> {
@@ -424,8 +450,23 @@ impl GearKind for HttpOut {
         issues
     }
 
-    fn build(config: &HttpOutConfig, _ctx: &BuildContext) -> Result<Box<dyn Gear>, BuildError> {
+    fn build(config: &HttpOutConfig, ctx: &BuildContext) -> Result<Box<dyn Gear>, BuildError> {
         crate::tls::install_crypto_provider();
+        let spool = match &config.pending {
+            None => None,
+            Some(p) => {
+                let path = ctx
+                    .data_dir
+                    .join("pending")
+                    .join(format!("{}.spool", ctx.gear));
+                Some(Spool::create(&path, p.max_bytes).map_err(|e| {
+                    BuildError(format!(
+                        "cannot create the pending file {}: {e}",
+                        path.display()
+                    ))
+                })?)
+            }
+        };
         let client = reqwest::Client::builder()
             .timeout(config.timeout.get())
             .build()
@@ -445,10 +486,13 @@ impl GearKind for HttpOut {
             HttpMethod::Patch => Method::PATCH,
         };
         Ok(Box::new(HttpOutGear {
-            client,
-            url: config.url.clone(),
-            method,
-            headers,
+            target: Arc::new(Target {
+                client,
+                url: config.url.clone(),
+                method,
+                headers,
+            }),
+            spool,
             body: config.body,
             retries: config.retries,
             backoff: config.backoff.get(),
@@ -457,11 +501,17 @@ impl GearKind for HttpOut {
     }
 }
 
-struct HttpOutGear {
+/// Where `http_out` sends, shared with its in-flight request.
+struct Target {
     client: reqwest::Client,
     url: String,
     method: Method,
     headers: HeaderMap,
+}
+
+struct HttpOutGear {
+    target: Arc<Target>,
+    spool: Option<Spool>,
     body: BodyKind,
     retries: u32,
     backoff: StdDuration,
@@ -491,7 +541,9 @@ impl HttpOutGear {
         }
         .map_err(|e| format!("no JSON form: {e}"))
     }
+}
 
+impl Target {
     async fn attempt(&self, msg: &FluxMsg, body: &[u8], content_type: &'static str) -> Attempt {
         let mut req = self
             .client
@@ -528,9 +580,124 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// How a message sent with a pending buffer ended.
+enum Sent {
+    Delivered,
+    Failed(String),
+    /// The Rack is stopping: the message stays uncompleted (replayed later).
+    Stopped,
+}
+
+/// Sends one message until it is delivered, refused (4xx) or the gear is
+/// cancelled: a destination that is down is waited for.
+async fn send_until_done(
+    target: Arc<Target>,
+    msg: FluxMsg,
+    body: Vec<u8>,
+    content_type: &'static str,
+    backoff: StdDuration,
+    max_backoff: StdDuration,
+    cancel: tokio_util::sync::CancellationToken,
+) -> Sent {
+    let mut wait = backoff;
+    let mut down_since: Option<std::time::Instant> = None;
+    loop {
+        match target.attempt(&msg, &body, content_type).await {
+            Attempt::Delivered => {
+                if let Some(t) = down_since {
+                    tracing::info!(url = %target.url, down = ?t.elapsed(), "destination is back");
+                }
+                return Sent::Delivered;
+            }
+            Attempt::Fail(reason) => return Sent::Failed(reason),
+            Attempt::Retry(reason) => {
+                if down_since.is_none() {
+                    down_since = Some(std::time::Instant::now());
+                    tracing::warn!(url = %target.url, %reason, "destination is down; messages stay pending");
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = cancel.cancelled() => return Sent::Stopped,
+                }
+                wait = (wait * 2).min(max_backoff);
+            }
+        }
+    }
+}
+
+impl HttpOutGear {
+    /// The loop with a pending buffer: one request in flight while the
+    /// input keeps flowing into the spool, until it is full.
+    async fn run_pending(&mut self, io: &mut GearIo) -> Result<(), GearError> {
+        let Some(mut spool) = self.spool.take() else {
+            return Ok(());
+        };
+        let result = self.pending_loop(io, &mut spool).await;
+        // Kept for a restart of the gear after an error.
+        self.spool = Some(spool);
+        result
+    }
+
+    async fn pending_loop(&self, io: &mut GearIo, spool: &mut Spool) -> Result<(), GearError> {
+        let mut inflight: Option<(FluxMsg, BoxFuture<'static, Sent>)> = None;
+        let mut closed = false;
+        let file = format!("pending file {}", spool.path().display());
+        let what = || file.clone();
+        loop {
+            if inflight.is_none() {
+                match spool.pop().map_err(|e| GearError::io(what(), e))? {
+                    Some(msg) => match self.body(&msg) {
+                        Ok((body, content_type)) => {
+                            let fut = send_until_done(
+                                Arc::clone(&self.target),
+                                msg.clone(),
+                                body,
+                                content_type,
+                                self.backoff,
+                                self.max_backoff,
+                                io.ctx().cancel.clone(),
+                            );
+                            inflight = Some((msg, Box::pin(fut)));
+                        }
+                        Err(e) => {
+                            io.fail(msg, e).await;
+                            continue;
+                        }
+                    },
+                    None if closed => return Ok(()),
+                    None => {}
+                }
+            }
+            let full = spool.is_full();
+            tokio::select! {
+                m = io.recv(), if !closed && !full => match m {
+                    Some(m) => spool.push(&m).map_err(|e| GearError::io(what(), e))?,
+                    None => closed = true,
+                },
+                sent = async {
+                    match inflight.as_mut() {
+                        Some((_, f)) => f.await,
+                        None => std::future::pending().await,
+                    }
+                }, if inflight.is_some() => {
+                    let Some((msg, _)) = inflight.take() else { continue };
+                    match sent {
+                        Sent::Delivered => io.delivered(1).await?,
+                        Sent::Failed(reason) => io.fail(msg, reason).await,
+                        Sent::Stopped => return Ok(()),
+                    }
+                }
+            }
+        }
+    }
+}
+
 impl Gear for HttpOutGear {
     fn run<'a>(&'a mut self, io: &'a mut GearIo) -> BoxFuture<'a, Result<(), GearError>> {
         Box::pin(async move {
+            if self.spool.is_some() {
+                return self.run_pending(io).await;
+            }
             while let Some(msg) = io.recv().await {
                 let (body, content_type) = match self.body(&msg) {
                     Ok(b) => b,
@@ -542,14 +709,14 @@ impl Gear for HttpOutGear {
                 let mut wait = self.backoff;
                 let mut attempt = 0;
                 let outcome = loop {
-                    match self.attempt(&msg, &body, content_type).await {
+                    match self.target.attempt(&msg, &body, content_type).await {
                         Attempt::Delivered => break Ok(()),
                         Attempt::Fail(reason) => break Err(reason),
                         Attempt::Retry(reason) if attempt >= self.retries => {
                             break Err(format!("{reason} (after {} attempts)", attempt + 1));
                         }
                         Attempt::Retry(reason) => {
-                            tracing::debug!(url = %self.url, %reason, attempt, "retrying");
+                            tracing::debug!(url = %self.target.url, %reason, attempt, "retrying");
                             attempt += 1;
                             tokio::select! {
                                 () = tokio::time::sleep(wait) => {}

@@ -192,3 +192,80 @@ async fn a_second_rack_on_the_same_data_dir_is_refused() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_that_is_down_holds_up_nothing_and_gets_everything_in_order_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = fluxrig_test_support::free_port();
+    let text = format!(
+        "meta: {{name: outage, version: 1}}
+gears:
+  - {{name: source, type: generate, config: {{count: 2000, interval: 0s}}}}
+  - {{name: out, type: http_out, config: {{url: 'http://127.0.0.1:{port}/in', backoff: 10ms, max_backoff: 100ms, pending: {{max_bytes: 10000000}}}}}}
+  - {{name: copy, type: file_out, config: {{path: copy.jsonl}}}}
+wires:
+  - {{from: source.out, to: out.in}}
+  - {{from: source.out, to: copy.in}}
+"
+    );
+    let ctx = CheckContext {
+        base_dir: dir.path().to_path_buf(),
+        data_dir: dir.path().join("data"),
+    };
+    let s = Scenario::from_str(
+        &text,
+        &dir.path().join("s.yaml"),
+        &fluxrig_gears::find,
+        &ctx,
+    )
+    .unwrap();
+    let rack = Rack::build(&s, opts(dir.path())).unwrap();
+    let running = tokio::spawn(rack.run());
+
+    // The destination is down, yet the other wire of the source gets everything.
+    let deadline = std::time::Instant::now() + Duration::from_mins(1);
+    while lines(&dir.path().join("copy.jsonl")).len() < 2000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "file_out was held up by the down destination"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!running.is_finished());
+
+    // The destination comes up: everything arrives, once, in order.
+    let log = dir.path().join("got.jsonl");
+    let mut cmd = fluxrig_test_support::python_script("http_sink.py");
+    cmd.arg("--log")
+        .arg(&log)
+        .arg("--port")
+        .arg(port.to_string());
+    let (_server, _) = fluxrig_test_support::ChildGuard::spawn_and_wait_for(cmd, "listening ");
+    let summary = running.await.unwrap();
+    let got: Vec<u64> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let row: serde_json::Value = serde_json::from_str(l).unwrap();
+            let body: serde_json::Value =
+                serde_json::from_str(row["body"].as_str().unwrap()).unwrap();
+            body["seq"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(got, (1..=2000).collect::<Vec<_>>());
+    let out = summary.iter().find(|g| g.name == "out").unwrap();
+    assert_eq!((out.stats.messages_out, out.stats.errors), (2000, 0));
+
+    // Both sinks completed every message: nothing is replayed.
+    let quiet = text.replace("count: 2000", "count: 0");
+    let s = Scenario::from_str(
+        &quiet,
+        &dir.path().join("s.yaml"),
+        &fluxrig_gears::find,
+        &ctx,
+    )
+    .unwrap();
+    let summary = Rack::build(&s, opts(dir.path())).unwrap().run().await;
+    let out = summary.iter().find(|g| g.name == "out").unwrap();
+    assert_eq!(out.stats.messages_in, 0);
+}
