@@ -204,8 +204,12 @@ impl RackJournal {
     pub(crate) async fn close(self) {
         let wal = self.shared.wal.clone();
         drop(self);
+        let st = wal.stats();
         match wal.close().await {
-            Ok(()) => tracing::info!("write-ahead log closed"),
+            Ok(()) => tracing::info!(
+                records = st.records, batches = st.batches, syncs = st.syncs,
+                sync_time = ?st.sync_time, "write-ahead log closed"
+            ),
             Err(e) => tracing::error!(error = %e, "write-ahead log did not close cleanly"),
         }
     }
