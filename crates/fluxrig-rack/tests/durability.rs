@@ -269,3 +269,72 @@ wires:
     let out = summary.iter().find(|g| g.name == "out").unwrap();
     assert_eq!(out.stats.messages_in, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_with_the_same_idempotency_key_gets_the_first_id_also_after_a_restart() {
+    fluxrig_gears::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let port = fluxrig_test_support::free_port();
+    let text = format!(
+        "meta: {{name: idem, version: 1}}
+gears:
+  - {{name: ingress, type: http_in, config: {{listen: '127.0.0.1:{port}', path: /in}}}}
+  - {{name: sink, type: file_out, config: {{path: out.jsonl}}}}
+wires:
+  - {{from: ingress.out, to: sink.in}}
+"
+    );
+    let ctx = CheckContext {
+        base_dir: dir.path().to_path_buf(),
+        data_dir: dir.path().join("data"),
+    };
+    let s = Scenario::from_str(
+        &text,
+        &dir.path().join("s.yaml"),
+        &fluxrig_gears::find,
+        &ctx,
+    )
+    .unwrap();
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/in");
+    let post = |key: &'static str, n: u32| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let r = http
+                .post(&url)
+                .header("content-type", "application/json")
+                .header("idempotency-key", key)
+                .body(format!("{{\"n\": {n}}}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 202);
+            let v: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+            v["id"].as_str().unwrap().to_owned()
+        }
+    };
+
+    let mut ids = Vec::new();
+    for round in 0..2 {
+        let rack = Rack::build(&s, opts(dir.path())).unwrap();
+        let handle = rack.handle();
+        let running = tokio::spawn(rack.run());
+        let a = post("order-a", 1).await;
+        assert_eq!(
+            post("order-a", 1).await,
+            a,
+            "round {round}: same key, same id"
+        );
+        let b = post(if round == 0 { "order-b" } else { "order-c" }, 2).await;
+        assert_ne!(a, b);
+        ids.push(a);
+        handle.stop().await;
+        running.await.unwrap();
+    }
+    assert_eq!(ids[0], ids[1], "the key is remembered across a restart");
+    // One line per distinct key: a, b, c.
+    assert_eq!(
+        lines(&dir.path().join("out.jsonl")),
+        [line(1), line(2), line(2)]
+    );
+}
