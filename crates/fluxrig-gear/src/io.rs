@@ -224,15 +224,18 @@ impl GearIo {
     pub async fn emit(&self, port: PortRef, msg: FluxMsg) {
         // A message the journal refused went to the dead-letter log with
         // the reason, and the journal logged the failure.
-        let _ = self.emit_recorded(port, msg).await;
+        let _ = self.emit_recorded(port, msg, true).await;
     }
 
     /// Records and emits; gives back the id to acknowledge and the record's
-    /// durability.
+    /// durability. A message the journal refuses goes to the dead-letter log
+    /// when `dead_letter` is set (nobody else hears of the failure), and is
+    /// dropped otherwise (the caller refuses it to its sender, who retries).
     async fn emit_recorded(
         &self,
         port: PortRef,
         msg: FluxMsg,
+        dead_letter: bool,
     ) -> Result<(FluxId, Durable), JournalError> {
         let id = msg.id;
         let durable = match &self.ctx.journal {
@@ -241,7 +244,9 @@ impl GearIo {
                 Ok(Ingress::Recorded(d)) => d,
                 Ok(Ingress::Duplicate(first, d)) => return Ok((first, d)),
                 Err(e) => {
-                    self.dead_letter(msg, format!("not recorded: {e}"));
+                    if dead_letter {
+                        self.dead_letter(msg, format!("not recorded: {e}"));
+                    }
                     return Err(e);
                 }
             },
@@ -258,10 +263,11 @@ impl GearIo {
     /// (group commit), so concurrent senders share one sync. When the
     /// message carries an idempotency key ([`crate::IDEMPOTENCY_META`])
     /// already recorded, nothing is emitted and the first message's id is
-    /// returned.
+    /// returned. On `Err` nothing was emitted: refuse the message to its
+    /// sender.
     pub async fn ingest(&self, msg: FluxMsg) -> Result<(FluxId, Durable), JournalError> {
         if let Some(port) = self.out {
-            self.emit_recorded(port, msg).await
+            self.emit_recorded(port, msg, false).await
         } else {
             self.dead_letter(msg, "gear has no `out` port".to_owned());
             Err(JournalError("gear has no `out` port".to_owned()))

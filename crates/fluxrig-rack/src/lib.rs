@@ -12,6 +12,12 @@
 //! ones; wires move atomically; an old gear drains its input and finishes
 //! before its replacement starts, and the replacement emits into the same
 //! lanes, so downstream sees every old output before any new one.
+//!
+//! Every message entering through a source is recorded in the Rack's
+//! **write-ahead log** (`<data>/wal/`) before it reaches a wire, and every
+//! delivery by a sink is recorded after it; at start, messages accepted but
+//! not completed by every sink they reach are replayed (or handed to a
+//! [`Compensator`]). See `docs/design/rack-durability.md`.
 
 mod dead_letters;
 mod journal;
@@ -43,7 +49,9 @@ use crate::supervisor::{Supervised, supervise};
 /// How a Rack runs.
 #[derive(Debug, Clone)]
 pub struct RackOptions {
-    /// Where the Rack keeps its state (id high-water mark, dead letters).
+    /// Where the Rack keeps its state (id high-water mark, dead letters,
+    /// the write-ahead log `wal/`, the audit archive `archive/`, pending
+    /// buffers `pending/`).
     pub data_dir: PathBuf,
     /// Machine id of the Rack's fluxID generator (0 = unassigned).
     pub machine: u16,
@@ -533,9 +541,9 @@ impl Rack {
     }
 
     /// Hands the messages recovery found to the policy: `replay` sends each
-    /// into the wires of the port it entered on (in log order, before the
-    /// source's new messages where they share a wire), `compensate` gives
-    /// each to the compensator.
+    /// into the wires of the port it entered on (in log order; the source's
+    /// new messages may interleave with them), `compensate` gives each to
+    /// the compensator.
     fn recover(&mut self, staged: &[Staged]) {
         let replay = std::mem::take(&mut self.recovered.replay);
         if replay.is_empty() {
