@@ -24,12 +24,15 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use bytes::Bytes;
 use fluxrig_audit::records::{self, RackRecord};
 use fluxrig_gear::{
-    BoxFuture, Delivery, Durable, IDEMPOTENCY_META, Ingress, Journal, JournalError, Role,
+    BoxFuture, DeadLetter, DeadLetters, Delivery, Durable, IDEMPOTENCY_META, Ingress, Journal,
+    JournalError, Role,
 };
 use fluxrig_msg::cbor::{self, Limits};
 use fluxrig_msg::{FluxId, FluxMsg, Value};
 use fluxrig_scenario::Scenario;
 use fluxrig_wal::{Lsn, SyncPolicy, Wal, WalOptions};
+
+use crate::DeadLetterLog;
 
 /// Idempotency keys remembered per Rack (the most recent ones): a retry
 /// with a key older than this many messages is taken as a new message.
@@ -166,10 +169,18 @@ impl RackJournal {
             );
         }
         let reach = sinks_reached(scenario);
+        let below = sinks_below(scenario);
         let mut keys = KeyIndex::default();
         let mut offsets = HashMap::new();
         let mut completed = HashMap::new();
-        let recovered = scan(&wal, &reach, &mut keys, &mut offsets, &mut completed)?;
+        let recovered = scan(
+            &wal,
+            &reach,
+            &below,
+            &mut keys,
+            &mut offsets,
+            &mut completed,
+        )?;
         tracing::info!(
             dir = %dir.display(), sync = %sync, records = recovered.records,
             replay = recovered.replay.len(), clean_close = report.clean_close,
@@ -200,6 +211,16 @@ impl RackJournal {
         })
     }
 
+    /// The dead-letter log of the gears: each letter is written to `log`
+    /// and recorded (DEAD_LETTER) in the WAL, so recovery knows the message
+    /// will not reach the sinks downstream of the gear that gave up on it.
+    pub(crate) fn dead_letters(&self, log: Arc<DeadLetterLog>) -> JournaledDeadLetters {
+        JournaledDeadLetters {
+            log,
+            wal: self.shared.wal.clone(),
+        }
+    }
+
     /// Syncs and closes the log (clean close).
     pub(crate) async fn close(self) {
         let wal = self.shared.wal.clone();
@@ -215,8 +236,70 @@ impl RackJournal {
     }
 }
 
+/// Writes dead letters to the Rack's log and records them in the WAL.
+#[derive(Debug)]
+pub(crate) struct JournaledDeadLetters {
+    log: Arc<DeadLetterLog>,
+    wal: Wal,
+}
+
+impl DeadLetters for JournaledDeadLetters {
+    fn record(&self, letter: DeadLetter) {
+        let body = records::encode_dead_letter(&letter.gear, &letter.reason, &letter.msg);
+        let id = letter.msg.id;
+        self.log.record(letter);
+        // `record` is synchronous; the append is queued from a task. Its
+        // place after the message's INGRESS is all recovery needs.
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(%id, "dead letter not recorded in the write-ahead log (no runtime); it may be replayed");
+            return;
+        };
+        let wal = self.wal.clone();
+        rt.spawn(async move {
+            if let Err(e) = wal.submit(records::DEAD_LETTER, body).await {
+                tracing::warn!(%id, error = %e, "dead letter not recorded in the write-ahead log; it may be replayed");
+            }
+        });
+    }
+}
+
 /// Per source port (`gear`, `port`): the sinks its messages reach.
 type Reach = BTreeMap<(String, String), BTreeSet<String>>;
+
+/// Per gear: the sinks downstream of it (itself, for a sink).
+fn sinks_below(scenario: &Scenario) -> HashMap<String, BTreeSet<String>> {
+    let roles: HashMap<&str, Role> = scenario
+        .gears
+        .iter()
+        .map(|g| (g.name.as_str(), g.role()))
+        .collect();
+    scenario
+        .gears
+        .iter()
+        .map(|g| {
+            let mut sinks = BTreeSet::new();
+            let mut seen = BTreeSet::new();
+            let mut todo = vec![g.name.as_str()];
+            while let Some(n) = todo.pop() {
+                if !seen.insert(n) {
+                    continue;
+                }
+                if roles.get(n) == Some(&Role::Sink) {
+                    sinks.insert(n.to_owned());
+                    continue;
+                }
+                todo.extend(
+                    scenario
+                        .wires
+                        .iter()
+                        .filter(|x| x.from.gear == n)
+                        .map(|x| x.to.gear.as_str()),
+                );
+            }
+            (g.name.clone(), sinks)
+        })
+        .collect()
+}
 
 /// Follows the wires from every output port to the sinks they reach.
 fn sinks_reached(scenario: &Scenario) -> Reach {
@@ -267,6 +350,16 @@ struct Open {
     done: Vec<String>,
 }
 
+impl Open {
+    /// Every sink its source port reaches has completed it (or will never
+    /// get it).
+    fn complete(&self, reach: &Reach) -> bool {
+        reach
+            .get(&(self.gear.clone(), self.port.clone()))
+            .is_some_and(|sinks| sinks.iter().all(|s| self.done.contains(s)))
+    }
+}
+
 /// What recovery needs of an INGRESS body — source gear, port, fluxID,
 /// idempotency key — read without building the message.
 fn peek_ingress(body: &[u8]) -> Option<(String, String, FluxId, Option<String>)> {
@@ -284,6 +377,13 @@ fn peek_ingress(body: &[u8]) -> Option<(String, String, FluxId, Option<String>)>
         FluxId::from_raw(id),
         key,
     ))
+}
+
+/// Gear and message fluxID of a DEAD_LETTER body.
+fn peek_dead_letter(body: &[u8]) -> Option<(String, FluxId)> {
+    let v = cbor::from_slice(body, Limits::DEFAULT).ok()?;
+    let id = v.get("msg")?.get("id")?.as_integer()?.as_u64()?;
+    Some((v.get("gear")?.as_str()?.to_owned(), FluxId::from_raw(id)))
 }
 
 /// Sink gear, fluxID and offset (if any) of a COMPLETED body.
@@ -307,6 +407,7 @@ fn peek_completed(body: &[u8]) -> Option<(String, FluxId, Option<u64>)> {
 fn scan(
     wal: &Wal,
     reach: &Reach,
+    below: &HashMap<String, BTreeSet<String>>,
     keys: &mut KeyIndex,
     offsets: &mut HashMap<String, u64>,
     completed: &mut HashMap<FluxId, Vec<String>>,
@@ -359,10 +460,20 @@ fn scan(
                 }
                 if let Some((_, o)) = open.get_mut(&id) {
                     o.done.push(gear);
-                    let all = reach
-                        .get(&(o.gear.clone(), o.port.clone()))
-                        .is_some_and(|sinks| sinks.iter().all(|s| o.done.contains(s)));
-                    if all {
+                    if o.complete(reach) {
+                        open.remove(&id);
+                    }
+                }
+            }
+            records::DEAD_LETTER => {
+                // The message will not reach the sinks below the gear that
+                // gave up on it (a sink's own failures also have a COMPLETED).
+                let (gear, id) =
+                    peek_dead_letter(&rec.body).ok_or_else(|| unreadable(rec.lsn, rec.kind))?;
+                if let Some((_, o)) = open.get_mut(&id) {
+                    o.done
+                        .extend(below.get(&gear).into_iter().flatten().cloned());
+                    if o.complete(reach) {
                         open.remove(&id);
                     }
                 }

@@ -388,7 +388,9 @@ impl Rack {
                     entity: spec.entity,
                     ids: Arc::clone(&self.ids),
                     cancel: cancel.clone(),
-                    dead_letters: Arc::clone(&self.dead_letters) as Arc<dyn DeadLetters>,
+                    dead_letters: Arc::new(
+                        self.journal.dead_letters(Arc::clone(&self.dead_letters)),
+                    ) as Arc<dyn DeadLetters>,
                     stats: Arc::clone(&stats),
                     journal: self.journal.for_gear(&spec.name, spec.role()),
                 },

@@ -338,3 +338,50 @@ wires:
         [line(1), line(2), line(2)]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_dead_lettered_before_the_crash_is_not_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "meta: {name: dead, version: 1}
+gears:
+  - {name: source, type: generate, config: {count: 0}}
+  - {name: double, type: map, config: {source: '.double = int!(.n) * 2'}}
+  - {name: sink, type: file_out, config: {path: out.jsonl}}
+wires:
+  - {from: source.out, to: double.in}
+  - {from: double.out, to: sink.in}
+";
+    let ctx = CheckContext {
+        base_dir: dir.path().to_path_buf(),
+        data_dir: dir.path().join("data"),
+    };
+    let s =
+        Scenario::from_str(text, &dir.path().join("s.yaml"), &fluxrig_gears::find, &ctx).unwrap();
+    // Messages 1–3 accepted; `double` gave up on 2 (dead letter); then a crash.
+    let (wal, _) = Wal::open(
+        fluxrig_audit::wal_dir(&dir.path().join("data")),
+        WalOptions::default(),
+    )
+    .unwrap();
+    for n in 1..=3 {
+        wal.append(
+            records::INGRESS,
+            records::encode_ingress("source", "out", &msg(n)),
+        )
+        .await
+        .unwrap();
+    }
+    wal.append(
+        records::DEAD_LETTER,
+        records::encode_dead_letter("double", "it failed", &msg(2)),
+    )
+    .await
+    .unwrap();
+    drop(wal);
+
+    Rack::build(&s, opts(dir.path())).unwrap().run().await;
+    assert_eq!(
+        lines(&dir.path().join("out.jsonl")),
+        ["{\"n\":1,\"double\":2}\n", "{\"n\":3,\"double\":6}\n"]
+    );
+}
