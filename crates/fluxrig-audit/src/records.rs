@@ -7,7 +7,7 @@
 //! |---:|---|---|
 //! | 1 | [`INGRESS`] | `{"gear": text, "port": text, "msg": <fluxMsg>}` |
 //! | 2 | [`EGRESS`] | `{"gear": text, "msg": <fluxMsg>}` |
-//! | 3 | [`COMPLETED`] | `{"gear": text, "id": uint}` and optionally `"ts": uint` (Unix ns) |
+//! | 3 | [`COMPLETED`] | `{"gear": text, "id": uint}` and optionally `"ts": uint` (Unix ns) and `"offset": uint` (the sink's output length after the message, e.g. `file_out`'s file) |
 //! | 4 | [`DEAD_LETTER`] | `{"gear": text, "reason": text, "msg": <fluxMsg>}` |
 //! | 5–31 | reserved | other Rack bookkeeping (sink offsets, compensation, …) |
 //!
@@ -215,6 +215,38 @@ pub fn encode_completed(gear: &str, id: FluxId, ts: u64) -> Vec<u8> {
     encode(&fields, None)
 }
 
+/// The body of a [`COMPLETED`] record of a sink with an output position:
+/// `offset` is where its output ends after the message (a file's length),
+/// read back by [`completed_offset`] when the Rack recovers.
+pub fn encode_completed_at(gear: &str, id: FluxId, ts: u64, offset: u64) -> Vec<u8> {
+    let mut fields = vec![
+        ("gear", Value::from(gear)),
+        ("id", Value::from(id.get())),
+        ("offset", Value::from(offset)),
+    ];
+    if ts != 0 {
+        fields.push(("ts", Value::from(ts)));
+    }
+    encode(&fields, None)
+}
+
+/// The `offset` of a [`COMPLETED`] record body, if it has one (see
+/// [`encode_completed_at`]).
+pub fn completed_offset(body: &[u8]) -> Result<Option<u64>, RecordError> {
+    let value = cbor::from_slice(body, Limits::DEFAULT).map_err(|source| RecordError::Cbor {
+        kind: "completed",
+        source,
+    })?;
+    let Value::Map(map) = value else {
+        return Err(RecordError::Field {
+            kind: "completed",
+            field: "<body>",
+            problem: "must be a map",
+        });
+    };
+    take_uint(&map, "completed", "offset")
+}
+
 /// The body of a [`DEAD_LETTER`] record.
 pub fn encode_dead_letter(gear: &str, reason: &str, msg: &FluxMsg) -> Vec<u8> {
     encode(
@@ -366,6 +398,23 @@ mod tests {
             let v = cbor::from_slice(&body, Limits::DEFAULT).unwrap();
             assert_eq!(cbor::to_vec(&v), body);
         }
+    }
+
+    #[test]
+    fn completed_with_offset_round_trips() {
+        let body = encode_completed_at("sink", FluxId::from_raw(9), 5, 1234);
+        assert!(cbor::is_deterministic(&body, Limits::DEFAULT));
+        assert_eq!(completed_offset(&body).unwrap(), Some(1234));
+        assert_eq!(
+            RackRecord::decode(COMPLETED, &body).unwrap(),
+            RackRecord::Completed {
+                gear: "sink".into(),
+                id: FluxId::from_raw(9),
+                ts: 5
+            }
+        );
+        let plain = encode_completed("sink", FluxId::from_raw(9), 0);
+        assert_eq!(completed_offset(&plain).unwrap(), None);
     }
 
     #[test]

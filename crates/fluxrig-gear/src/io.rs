@@ -1,13 +1,16 @@
 //! What a running gear sees: its inbox, its output ports, its context.
 
+use std::collections::VecDeque;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use compact_str::CompactString;
 use fluxrig_msg::{EntityId, FluxId, FluxMsg, Hop, IdGenerator};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
+use crate::GearError;
+use crate::journal::{Delivery, Durable, Ingress, Journal, JournalError};
 use crate::lane::{Inbox, LaneSet};
 use crate::stats::GearStats;
 
@@ -48,6 +51,9 @@ pub struct RunContext {
     pub dead_letters: Arc<dyn DeadLetters>,
     /// The gear's counters.
     pub stats: Arc<GearStats>,
+    /// The Rack's journal for this gear (its write-ahead log), for sources
+    /// and sinks; `None` for transforms and outside a Rack.
+    pub journal: Option<Arc<dyn Journal>>,
 }
 
 /// Handle to one of a gear's output ports (resolve it once, emit often).
@@ -82,6 +88,9 @@ pub struct GearIo {
     out: Option<PortRef>,
     error: Option<PortRef>,
     ctx: RunContext,
+    /// Sinks with a journal: messages received and not yet delivered or
+    /// failed, oldest first, with their prepared egress record.
+    outstanding: Mutex<VecDeque<(FluxId, Option<bytes::Bytes>)>>,
 }
 
 /// Wall-clock time in Unix nanoseconds.
@@ -112,6 +121,28 @@ impl GearIo {
             inbox: parts.inbox,
             outputs: parts.outputs,
             ctx: parts.ctx,
+            outstanding: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    fn outstanding(&self) -> std::sync::MutexGuard<'_, VecDeque<(FluxId, Option<bytes::Bytes>)>> {
+        self.outstanding
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether a received message is for this gear: a sink skips messages
+    /// it completed before a restart (replayed for the other sinks).
+    fn admit(&self, msg: &FluxMsg) -> bool {
+        let Some(j) = &self.ctx.journal else {
+            return true;
+        };
+        match j.received(msg) {
+            Some(egress) => {
+                self.outstanding().push_back((msg.id, egress));
+                true
+            }
+            None => false,
         }
     }
 
@@ -123,16 +154,30 @@ impl GearIo {
     /// The next input message; `None` when every input wire is closed and
     /// drained (the gear should finish), or for a source.
     pub async fn recv(&mut self) -> Option<FluxMsg> {
-        let m = self.inbox.as_mut()?.recv().await;
-        if m.is_some() {
-            self.ctx.stats.add_in(1);
+        loop {
+            let m = self.inbox.as_mut()?.recv().await?;
+            if self.admit(&m) {
+                self.ctx.stats.add_in(1);
+                return Some(m);
+            }
         }
-        m
     }
 
     /// Takes up to `max` more messages that are ready, without waiting.
     pub fn try_recv_many(&mut self, out: &mut Vec<FluxMsg>, max: usize) -> usize {
-        let n = self.inbox.as_mut().map_or(0, |i| i.try_recv_many(out, max));
+        let start = out.len();
+        let mut n = self.inbox.as_mut().map_or(0, |i| i.try_recv_many(out, max));
+        if self.ctx.journal.is_some() {
+            let mut i = start;
+            while i < out.len() {
+                if self.admit(&out[i]) {
+                    i += 1;
+                } else {
+                    out.remove(i);
+                    n -= 1;
+                }
+            }
+        }
         self.ctx.stats.add_in(n as u64);
         n
     }
@@ -172,9 +217,61 @@ impl GearIo {
 
     /// Emits a message on a port: a hop is added to its path and a copy goes
     /// to every wire of the port. Waits while a lane is full (back-pressure).
+    ///
+    /// In a source with a journal the message is first recorded (ingress);
+    /// a duplicate of an idempotency key already recorded is not emitted.
+    /// Use [`GearIo::ingest`] to learn when the record is durable.
     pub async fn emit(&self, port: PortRef, msg: FluxMsg) {
+        // A message the journal refused went to the dead-letter log with
+        // the reason, and the journal logged the failure.
+        let _ = self.emit_recorded(port, msg, true).await;
+    }
+
+    /// Records and emits; gives back the id to acknowledge and the record's
+    /// durability. A message the journal refuses goes to the dead-letter log
+    /// when `dead_letter` is set (nobody else hears of the failure), and is
+    /// dropped otherwise (the caller refuses it to its sender, who retries).
+    async fn emit_recorded(
+        &self,
+        port: PortRef,
+        msg: FluxMsg,
+        dead_letter: bool,
+    ) -> Result<(FluxId, Durable), JournalError> {
+        let id = msg.id;
+        let durable = match &self.ctx.journal {
+            None => Durable::ready(),
+            Some(j) => match j.ingress(&self.outputs[port.0].name, &msg).await {
+                Ok(Ingress::Recorded(d)) => d,
+                Ok(Ingress::Duplicate(first, d)) => return Ok((first, d)),
+                Err(e) => {
+                    if dead_letter {
+                        self.dead_letter(msg, format!("not recorded: {e}"));
+                    }
+                    return Err(e);
+                }
+            },
+        };
         self.ctx.stats.add_out(1);
         self.deliver(port, msg).await;
+        Ok((id, durable))
+    }
+
+    /// Sources: records a message entering the Rack and emits it on `out`.
+    /// Returns the fluxID to give the sender and a [`Durable`] to await
+    /// before acknowledging (HTTP 2xx, a protocol ack): the record is
+    /// queued at once and synced together with every other pending record
+    /// (group commit), so concurrent senders share one sync. When the
+    /// message carries an idempotency key ([`crate::IDEMPOTENCY_META`])
+    /// already recorded, nothing is emitted and the first message's id is
+    /// returned. On `Err` nothing was emitted: refuse the message to its
+    /// sender.
+    pub async fn ingest(&self, msg: FluxMsg) -> Result<(FluxId, Durable), JournalError> {
+        if let Some(port) = self.out {
+            self.emit_recorded(port, msg, false).await
+        } else {
+            self.dead_letter(msg, "gear has no `out` port".to_owned());
+            Err(JournalError("gear has no `out` port".to_owned()))
+        }
     }
 
     async fn deliver(&self, port: PortRef, mut msg: FluxMsg) {
@@ -203,9 +300,68 @@ impl GearIo {
         }
     }
 
-    /// Counts a message a sink has delivered out of the Rack.
-    pub fn delivered(&self, n: u64) {
+    /// Sinks: the oldest `n` messages received and not yet delivered or
+    /// failed have left the Rack. Counts them and, with a journal, records
+    /// their egress and completion (the records are queued; a message
+    /// completed by every sink is not replayed after a crash).
+    pub async fn delivered(&self, n: u64) -> Result<(), GearError> {
         self.ctx.stats.add_out(n);
+        let Some(j) = &self.ctx.journal else {
+            return Ok(());
+        };
+        let done: Vec<Delivery> = {
+            let mut q = self.outstanding();
+            let n = usize::try_from(n).unwrap_or(usize::MAX).min(q.len());
+            q.drain(..n)
+                .map(|(id, egress)| Delivery {
+                    id,
+                    egress,
+                    offset: None,
+                })
+                .collect()
+        };
+        j.delivered(done)
+            .await
+            .map_err(|e| GearError::Other(e.to_string()))
+    }
+
+    /// Sinks with an output position (a file): like [`GearIo::delivered`]
+    /// for `ends.len()` messages, each with where the output ends after it,
+    /// recorded so that after a crash the sink cuts its output back to the
+    /// last recorded delivery ([`GearIo::committed_offset`]) and the rest is
+    /// replayed: exactly once into the output.
+    pub async fn delivered_at(&self, ends: &[u64]) -> Result<(), GearError> {
+        self.ctx.stats.add_out(ends.len() as u64);
+        let Some(j) = &self.ctx.journal else {
+            return Ok(());
+        };
+        let done: Vec<Delivery> = {
+            let mut q = self.outstanding();
+            let n = ends.len().min(q.len());
+            q.drain(..n)
+                .zip(ends)
+                .map(|((id, egress), end)| Delivery {
+                    id,
+                    egress,
+                    offset: Some(*end),
+                })
+                .collect()
+        };
+        j.delivered(done)
+            .await
+            .map_err(|e| GearError::Other(e.to_string()))
+    }
+
+    /// Sinks: the output position recorded with this gear's last delivery
+    /// (`None` without a journal or before any).
+    pub fn committed_offset(&self) -> Option<u64> {
+        self.ctx.journal.as_ref()?.committed_offset()
+    }
+
+    /// Sinks: whether to make the output durable (`fdatasync`) before
+    /// reporting a delivery (the Rack's sync policy is `always`).
+    pub fn sync_output(&self) -> bool {
+        self.ctx.journal.as_ref().is_some_and(|j| j.sync_output())
     }
 
     /// A message failed: it goes to the `error` port (with `error.reason`
@@ -213,6 +369,7 @@ impl GearIo {
     pub async fn fail(&self, mut msg: FluxMsg, reason: impl fmt::Display) {
         self.ctx.stats.add_error(1);
         let reason = reason.to_string();
+        self.settle_failed(msg.id).await;
         if let Some(port) = self.error
             && !self.outputs[port.0].lanes.load().is_empty()
         {
@@ -222,6 +379,32 @@ impl GearIo {
             return;
         }
         self.dead_letter(msg, reason);
+    }
+
+    /// A sink failed a message it received: it is handled (error port or
+    /// dead letters), so it is recorded as completed here and not replayed.
+    async fn settle_failed(&self, id: FluxId) {
+        let Some(j) = &self.ctx.journal else {
+            return;
+        };
+        let found = {
+            let mut q = self.outstanding();
+            q.iter()
+                .position(|(i, _)| *i == id)
+                .and_then(|at| q.remove(at))
+                .is_some()
+        };
+        if found {
+            // The journal logs its own failures; the message itself goes on
+            // to the error port or the dead-letter log either way.
+            let _ = j
+                .delivered(vec![Delivery {
+                    id,
+                    egress: None,
+                    offset: None,
+                }])
+                .await;
+        }
     }
 
     fn dead_letter(&self, msg: FluxMsg, reason: String) {

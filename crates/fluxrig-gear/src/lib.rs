@@ -20,6 +20,7 @@
 //! never silently dropped.
 
 mod io;
+pub mod journal;
 mod kind;
 mod lane;
 pub mod reference;
@@ -31,6 +32,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 pub use io::{DeadLetter, DeadLetters, GearIo, IoParts, OutputPort, PortRef, RunContext, now_ns};
+pub use journal::{Delivery, Durable, IDEMPOTENCY_META, Ingress, Journal, JournalError};
 pub use kind::{
     BuildContext, CheckContext, ConfigIssue, GearKind, GearType, Prepared, Typed, issue_pos,
 };

@@ -186,6 +186,7 @@ impl<'a> TestKit<'a> {
             cancel: cancel.clone(),
             dead_letters: Arc::clone(&dead) as Arc<dyn DeadLetters>,
             stats: Arc::clone(&stats),
+            journal: None,
         };
         if let Some(d) = self.cancel_after {
             let c = cancel.clone();

@@ -42,7 +42,7 @@ impl Gear for DiscardGear {
             while let Some(m) = io.recv().await {
                 batch.push(m);
                 io.try_recv_many(&mut batch, 255);
-                io.delivered(batch.len() as u64);
+                io.delivered(batch.len() as u64).await?;
                 batch.clear();
             }
             Ok(())

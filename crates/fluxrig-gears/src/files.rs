@@ -324,7 +324,10 @@ impl GearKind for FileOut {
         (`envelope: true` writes the whole fluxMsg JSON form instead); `lines` writes text; `cbor` writes \
         deterministic CBOR envelopes back to back. Writes are batched and flushed whenever the input \
         momentarily runs dry, and at shutdown. A message with no JSON form (a map with non-text keys) \
-        goes to `error`.";
+        goes to `error`. In a Rack, each delivery is recorded in the write-ahead log with the file's \
+        length after it (the file is synced first under the sync policy `always`); after a crash, in \
+        `append` mode, the file is cut back to the last recorded length and the messages after it are \
+        replayed: each message is in the file exactly once.";
     const EXAMPLE: &'static str =
         "- name: sink\n  type: file_out\n  config: {path: out/quickstart.jsonl, format: jsonl}";
 
@@ -335,6 +338,7 @@ impl GearKind for FileOut {
         Ok(Box::new(FileOutGear {
             path,
             file,
+            mode: config.mode,
             format: config.format,
             envelope: config.envelope,
         }))
@@ -344,48 +348,158 @@ impl GearKind for FileOut {
 struct FileOutGear {
     path: PathBuf,
     file: File,
+    mode: FileMode,
     format: OutFormat,
     envelope: bool,
 }
 
+/// Where [`write_loop`] writes.
+trait Output: Send {
+    /// Writes the bytes, all of them.
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()>;
+    /// Where the output ends now (a file's length); `None` for a stream.
+    fn position(&self) -> Option<u64> {
+        None
+    }
+    /// Makes what was written durable.
+    fn sync(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A file written at its end, its length tracked.
+struct FileOutput<'a> {
+    file: &'a mut File,
+    len: u64,
+}
+
+impl Output for FileOutput<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.file.write_all(bytes)?;
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn position(&self) -> Option<u64> {
+        Some(self.len)
+    }
+
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
+/// Standard output.
+struct StdoutOutput;
+
+impl Output for StdoutOutput {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let mut out = std::io::stdout().lock();
+        out.write_all(bytes)?;
+        out.flush()
+    }
+}
+
 /// The sink loop shared by `file_out` and `stdout`: take what is ready,
-/// format it into one buffer, write it with one call.
+/// format it into one buffer, write it with one call, then report the
+/// deliveries (with each message's end offset when the output is a file,
+/// after syncing it when the Rack's sync policy is `always`).
 async fn write_loop(
     io: &mut GearIo,
     format: OutFormat,
     envelope: bool,
-    mut write: impl FnMut(&[u8]) -> std::io::Result<()>,
+    out: &mut dyn Output,
     what: &str,
 ) -> Result<(), GearError> {
     let mut batch = Vec::with_capacity(256);
     let mut buf = Vec::with_capacity(64 << 10);
+    let mut ends = Vec::with_capacity(256);
+    let sync = io.sync_output();
     while let Some(first) = io.recv().await {
         batch.push(first);
         io.try_recv_many(&mut batch, 255);
         buf.clear();
-        let mut written = 0;
+        ends.clear();
+        let base = out.position().unwrap_or(0);
         for msg in batch.drain(..) {
             let mark = buf.len();
             match write_msg(&mut buf, format, envelope, &msg) {
-                Ok(()) => written += 1,
+                Ok(()) => ends.push(base + buf.len() as u64),
                 Err(e) => {
                     buf.truncate(mark);
                     io.fail(msg, e).await;
                 }
             }
         }
-        write(&buf).map_err(|e| GearError::io(format!("writing {what}"), e))?;
-        io.delivered(written);
+        out.write(&buf)
+            .map_err(|e| GearError::io(format!("writing {what}"), e))?;
+        if out.position().is_some() {
+            if sync {
+                out.sync()
+                    .map_err(|e| GearError::io(format!("syncing {what}"), e))?;
+            }
+            io.delivered_at(&ends).await?;
+        } else {
+            io.delivered(ends.len() as u64).await?;
+        }
     }
     Ok(())
+}
+
+impl FileOutGear {
+    /// Cuts the file back to the end of the last delivery the Rack
+    /// recorded: bytes after it were written but never recorded (a crash
+    /// came between), and their messages are replayed. Returns the length.
+    fn recover(&mut self, io: &GearIo) -> Result<u64, GearError> {
+        let what = self.path.display();
+        let len = self
+            .file
+            .metadata()
+            .map_err(|e| GearError::io(format!("reading the length of {what}"), e))?
+            .len();
+        // A truncated file starts empty at every build: no earlier offset applies.
+        let Some(committed) = io
+            .committed_offset()
+            .filter(|_| self.mode == FileMode::Append)
+        else {
+            return Ok(len);
+        };
+        match committed.cmp(&len) {
+            std::cmp::Ordering::Less => {
+                self.file
+                    .set_len(committed)
+                    .map_err(|e| GearError::io(format!("cutting {what} back to {committed}"), e))?;
+                self.file
+                    .sync_all()
+                    .map_err(|e| GearError::io(format!("syncing {what}"), e))?;
+                tracing::info!(
+                    file = %what, offset = committed, cut = len - committed,
+                    "output cut back to its last recorded delivery; the rest is replayed"
+                );
+                Ok(committed)
+            }
+            std::cmp::Ordering::Equal => Ok(len),
+            std::cmp::Ordering::Greater => {
+                tracing::warn!(
+                    file = %what, offset = committed, len,
+                    "output is shorter than its last recorded delivery (replaced or cut by someone else?); writing on at its end"
+                );
+                Ok(len)
+            }
+        }
+    }
 }
 
 impl Gear for FileOutGear {
     fn run<'a>(&'a mut self, io: &'a mut GearIo) -> BoxFuture<'a, Result<(), GearError>> {
         Box::pin(async move {
+            let len = self.recover(io)?;
             let what = self.path.display().to_string();
-            let file = &mut self.file;
-            write_loop(io, self.format, self.envelope, |b| file.write_all(b), &what).await
+            let mut out = FileOutput {
+                file: &mut self.file,
+                len,
+            };
+            write_loop(io, self.format, self.envelope, &mut out, &what).await
         })
     }
 }
@@ -432,12 +546,7 @@ struct StdoutGear {
 impl Gear for StdoutGear {
     fn run<'a>(&'a mut self, io: &'a mut GearIo) -> BoxFuture<'a, Result<(), GearError>> {
         Box::pin(async move {
-            let write = |b: &[u8]| {
-                let mut out = std::io::stdout().lock();
-                out.write_all(b)?;
-                out.flush()
-            };
-            write_loop(io, self.format, self.envelope, write, "stdout").await
+            write_loop(io, self.format, self.envelope, &mut StdoutOutput, "stdout").await
         })
     }
 }

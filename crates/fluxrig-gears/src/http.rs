@@ -12,14 +12,16 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use fluxrig_config::Duration;
 use fluxrig_gear::{
-    BoxFuture, BuildContext, BuildError, CheckContext, ConfigIssue, Gear, GearError, GearIo,
-    GearKind, Role,
+    BoxFuture, BuildContext, BuildError, CheckContext, ConfigIssue, Durable, Gear, GearError,
+    GearIo, GearKind, IDEMPOTENCY_META, JournalError, Role,
 };
 use fluxrig_msg::json::{JsonMsg, JsonValue};
 use fluxrig_msg::{FluxId, FluxMsg, TraceContext, Value};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
+
+use crate::spool::Spool;
 
 fn default_listen() -> String {
     "127.0.0.1:8080".to_owned()
@@ -74,9 +76,13 @@ impl GearKind for HttpIn {
         "Accepts messages over HTTP POST and answers once the Rack has taken them";
     const DOCS: &'static str = "A POST body with a JSON content type becomes the message's `data`; any \
         other body goes to `raw` as it came. The reply is `202 Accepted` with `{\"id\": \"<fluxID>\"}` once \
-        the message is in the Rack; `400` with the reason for a body that claims JSON but is not, `405` for \
+        the message is in the Rack and its ingress record is durable in the Rack's write-ahead log \
+        (under the sync policy `always`, concurrent requests share one sync); `400` with the reason for a body that claims JSON but is not, `405` for \
         other methods, `413` for a body above `max_body`, and `503` (with `Retry-After`) when the Rack \
-        cannot take the message within `accept_timeout` (back-pressure). A `traceparent` header becomes \
+        cannot take the message within `accept_timeout` (back-pressure) or cannot record it. An \
+        `Idempotency-Key` header (up to 256 characters) makes retries safe: a request whose key was \
+        recorded before (also before a restart) is answered with the first message's id and not \
+        emitted again. A `traceparent` header becomes \
         the message's trace context. Meta: `http.method`, `http.path`, `http.content_type`. The listener \
         is bound when the Rack is built, so a port already in use stops the start with a clear error; a \
         live scenario swap that leaves this gear unchanged keeps the listener and its connections open.";
@@ -126,8 +132,11 @@ struct HttpInGear {
 /// A request on its way into the Rack.
 struct Incoming {
     msg: FluxMsg,
-    accepted: oneshot::Sender<FluxId>,
+    accepted: oneshot::Sender<Result<(FluxId, Durable), JournalError>>,
 }
+
+/// Longest accepted `Idempotency-Key` header.
+const MAX_IDEMPOTENCY_KEY: usize = 256;
 
 #[derive(Clone)]
 struct HttpState {
@@ -201,6 +210,19 @@ async fn accept(
     if let Some(tp) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
         msg.trace = TraceContext::parse(tp).ok();
     }
+    if let Some(key) = headers.get("idempotency-key") {
+        match key.to_str() {
+            Ok(k) if !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY => {
+                msg.meta.insert(IDEMPOTENCY_META, k);
+            }
+            _ => {
+                return json_reply(
+                    StatusCode::BAD_REQUEST,
+                    &serde_json::json!({"error": format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters")}),
+                );
+            }
+        }
+    }
     msg.meta.insert("http.method", "POST");
     msg.meta.insert("http.path", &*st.path);
     if !content_type.is_empty() {
@@ -220,19 +242,28 @@ async fn accept(
         Ok(Ok(())) => {}
         Ok(Err(_)) | Err(_) => return busy(),
     }
-    match done.await {
-        Ok(id) => {
-            let mut r = json_reply(
-                StatusCode::ACCEPTED,
-                &serde_json::json!({"id": id.to_string()}),
-            );
-            if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
-                r.headers_mut().insert("x-fluxrig-id", v);
-            }
-            r
-        }
-        Err(_) => busy(),
+    let not_recorded = |e: &JournalError| {
+        json_reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({"error": format!("not recorded: {e}")}),
+        )
+    };
+    let id = match done.await {
+        Ok(Ok((id, durable))) => match durable.await {
+            Ok(()) => id,
+            Err(e) => return not_recorded(&e),
+        },
+        Ok(Err(e)) => return not_recorded(&e),
+        Err(_) => return busy(),
+    };
+    let mut r = json_reply(
+        StatusCode::ACCEPTED,
+        &serde_json::json!({"id": id.to_string()}),
+    );
+    if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
+        r.headers_mut().insert("x-fluxrig-id", v);
     }
+    r
 }
 
 impl HttpInGear {
@@ -265,9 +296,10 @@ impl HttpInGear {
         while let Some(Incoming { mut msg, accepted }) = rx.recv().await {
             msg.id = io.new_id();
             msg.src = Some(io.ctx().entity);
-            let id = msg.id;
-            io.send(msg).await;
-            let _ = accepted.send(id);
+            // Recorded and handed on at once; the request waits for the
+            // record to be durable on its own task, so concurrent requests
+            // share one sync (group commit).
+            let _ = accepted.send(io.ingest(msg).await);
         }
         match server.await {
             Ok(Ok(())) => Ok(()),
@@ -352,6 +384,25 @@ pub struct HttpOutConfig {
     /// What the body carries.
     #[serde(default)]
     pub body: BodyKind,
+    /// Keep messages pending on disk while the destination is down, instead
+    /// of failing them after `retries`.
+    #[serde(default)]
+    pub pending: Option<PendingConfig>,
+}
+
+fn default_pending_bytes() -> u64 {
+    64 << 20
+}
+
+/// The pending buffer of `http_out`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PendingConfig {
+    /// Largest size of the pending file in bytes (default 64 MiB). When it
+    /// is reached the gear stops taking input: back-pressure reaches the
+    /// sources (`http_in` answers 503 after its `accept_timeout`).
+    #[serde(default = "default_pending_bytes")]
+    pub max_bytes: u64,
 }
 
 /// The `http_out` gear type.
@@ -368,7 +419,12 @@ impl GearKind for HttpOut {
         Connection errors, timeouts, 5xx and 429 are retried (`retries` more attempts, waiting `backoff`, \
         doubling up to `max_backoff`); other 4xx answers, and failures after the last retry, send the \
         message to `error` with the reason. The message's trace context goes out as a `traceparent` header \
-        and its fluxID as `x-fluxrig-id`.";
+        and its fluxID as `x-fluxrig-id`. With `pending`, the gear takes messages from its input while a request \
+        is in flight into a pending file on disk (`<data>/pending/<gear>.spool`, bounded by `pending.max_bytes`), \
+        so a destination that is down does not hold up the other wires of the sources; connection errors, \
+        timeouts, 5xx and 429 are then retried without limit (backoff up to `max_backoff`) and messages are \
+        delivered in order once the destination returns. The pending file is an overflow buffer: the messages \
+        in it are also in the Rack's write-ahead log, not yet completed, and are replayed after a restart.";
     const EXAMPLE: &'static str = "- name: egress\n  type: http_out\n  config: {url: 'http://127.0.0.1:9000/ingest', timeout: 2s, retries: 3}";
 
     fn check(config: &HttpOutConfig, _ctx: &CheckContext) -> Vec<ConfigIssue> {
@@ -394,8 +450,23 @@ impl GearKind for HttpOut {
         issues
     }
 
-    fn build(config: &HttpOutConfig, _ctx: &BuildContext) -> Result<Box<dyn Gear>, BuildError> {
+    fn build(config: &HttpOutConfig, ctx: &BuildContext) -> Result<Box<dyn Gear>, BuildError> {
         crate::tls::install_crypto_provider();
+        let spool = match &config.pending {
+            None => None,
+            Some(p) => {
+                let path = ctx
+                    .data_dir
+                    .join("pending")
+                    .join(format!("{}.spool", ctx.gear));
+                Some(Spool::create(&path, p.max_bytes).map_err(|e| {
+                    BuildError(format!(
+                        "cannot create the pending file {}: {e}",
+                        path.display()
+                    ))
+                })?)
+            }
+        };
         let client = reqwest::Client::builder()
             .timeout(config.timeout.get())
             .build()
@@ -415,10 +486,13 @@ impl GearKind for HttpOut {
             HttpMethod::Patch => Method::PATCH,
         };
         Ok(Box::new(HttpOutGear {
-            client,
-            url: config.url.clone(),
-            method,
-            headers,
+            target: Arc::new(Target {
+                client,
+                url: config.url.clone(),
+                method,
+                headers,
+            }),
+            spool,
             body: config.body,
             retries: config.retries,
             backoff: config.backoff.get(),
@@ -427,11 +501,17 @@ impl GearKind for HttpOut {
     }
 }
 
-struct HttpOutGear {
+/// Where `http_out` sends, shared with its in-flight request.
+struct Target {
     client: reqwest::Client,
     url: String,
     method: Method,
     headers: HeaderMap,
+}
+
+struct HttpOutGear {
+    target: Arc<Target>,
+    spool: Option<Spool>,
     body: BodyKind,
     retries: u32,
     backoff: StdDuration,
@@ -461,7 +541,9 @@ impl HttpOutGear {
         }
         .map_err(|e| format!("no JSON form: {e}"))
     }
+}
 
+impl Target {
     async fn attempt(&self, msg: &FluxMsg, body: &[u8], content_type: &'static str) -> Attempt {
         let mut req = self
             .client
@@ -498,9 +580,124 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// How a message sent with a pending buffer ended.
+enum Sent {
+    Delivered,
+    Failed(String),
+    /// The Rack is stopping: the message stays uncompleted (replayed later).
+    Stopped,
+}
+
+/// Sends one message until it is delivered, refused (4xx) or the gear is
+/// cancelled: a destination that is down is waited for.
+async fn send_until_done(
+    target: Arc<Target>,
+    msg: FluxMsg,
+    body: Vec<u8>,
+    content_type: &'static str,
+    backoff: StdDuration,
+    max_backoff: StdDuration,
+    cancel: tokio_util::sync::CancellationToken,
+) -> Sent {
+    let mut wait = backoff;
+    let mut down_since: Option<std::time::Instant> = None;
+    loop {
+        match target.attempt(&msg, &body, content_type).await {
+            Attempt::Delivered => {
+                if let Some(t) = down_since {
+                    tracing::info!(url = %target.url, down = ?t.elapsed(), "destination is back");
+                }
+                return Sent::Delivered;
+            }
+            Attempt::Fail(reason) => return Sent::Failed(reason),
+            Attempt::Retry(reason) => {
+                if down_since.is_none() {
+                    down_since = Some(std::time::Instant::now());
+                    tracing::warn!(url = %target.url, %reason, "destination is down; messages stay pending");
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = cancel.cancelled() => return Sent::Stopped,
+                }
+                wait = (wait * 2).min(max_backoff);
+            }
+        }
+    }
+}
+
+impl HttpOutGear {
+    /// The loop with a pending buffer: one request in flight while the
+    /// input keeps flowing into the spool, until it is full.
+    async fn run_pending(&mut self, io: &mut GearIo) -> Result<(), GearError> {
+        let Some(mut spool) = self.spool.take() else {
+            return Ok(());
+        };
+        let result = self.pending_loop(io, &mut spool).await;
+        // Kept for a restart of the gear after an error.
+        self.spool = Some(spool);
+        result
+    }
+
+    async fn pending_loop(&self, io: &mut GearIo, spool: &mut Spool) -> Result<(), GearError> {
+        let mut inflight: Option<(FluxMsg, BoxFuture<'static, Sent>)> = None;
+        let mut closed = false;
+        let file = format!("pending file {}", spool.path().display());
+        let what = || file.clone();
+        loop {
+            if inflight.is_none() {
+                match spool.pop().map_err(|e| GearError::io(what(), e))? {
+                    Some(msg) => match self.body(&msg) {
+                        Ok((body, content_type)) => {
+                            let fut = send_until_done(
+                                Arc::clone(&self.target),
+                                msg.clone(),
+                                body,
+                                content_type,
+                                self.backoff,
+                                self.max_backoff,
+                                io.ctx().cancel.clone(),
+                            );
+                            inflight = Some((msg, Box::pin(fut)));
+                        }
+                        Err(e) => {
+                            io.fail(msg, e).await;
+                            continue;
+                        }
+                    },
+                    None if closed => return Ok(()),
+                    None => {}
+                }
+            }
+            let full = spool.is_full();
+            tokio::select! {
+                m = io.recv(), if !closed && !full => match m {
+                    Some(m) => spool.push(&m).map_err(|e| GearError::io(what(), e))?,
+                    None => closed = true,
+                },
+                sent = async {
+                    match inflight.as_mut() {
+                        Some((_, f)) => f.await,
+                        None => std::future::pending().await,
+                    }
+                }, if inflight.is_some() => {
+                    let Some((msg, _)) = inflight.take() else { continue };
+                    match sent {
+                        Sent::Delivered => io.delivered(1).await?,
+                        Sent::Failed(reason) => io.fail(msg, reason).await,
+                        Sent::Stopped => return Ok(()),
+                    }
+                }
+            }
+        }
+    }
+}
+
 impl Gear for HttpOutGear {
     fn run<'a>(&'a mut self, io: &'a mut GearIo) -> BoxFuture<'a, Result<(), GearError>> {
         Box::pin(async move {
+            if self.spool.is_some() {
+                return self.run_pending(io).await;
+            }
             while let Some(msg) = io.recv().await {
                 let (body, content_type) = match self.body(&msg) {
                     Ok(b) => b,
@@ -512,14 +709,14 @@ impl Gear for HttpOutGear {
                 let mut wait = self.backoff;
                 let mut attempt = 0;
                 let outcome = loop {
-                    match self.attempt(&msg, &body, content_type).await {
+                    match self.target.attempt(&msg, &body, content_type).await {
                         Attempt::Delivered => break Ok(()),
                         Attempt::Fail(reason) => break Err(reason),
                         Attempt::Retry(reason) if attempt >= self.retries => {
                             break Err(format!("{reason} (after {} attempts)", attempt + 1));
                         }
                         Attempt::Retry(reason) => {
-                            tracing::debug!(url = %self.url, %reason, attempt, "retrying");
+                            tracing::debug!(url = %self.target.url, %reason, attempt, "retrying");
                             attempt += 1;
                             tokio::select! {
                                 () = tokio::time::sleep(wait) => {}
@@ -530,7 +727,7 @@ impl Gear for HttpOutGear {
                     }
                 };
                 match outcome {
-                    Ok(()) => io.delivered(1),
+                    Ok(()) => io.delivered(1).await?,
                     Err(reason) => io.fail(msg, reason).await,
                 }
             }

@@ -12,6 +12,7 @@ mod http;
 mod log;
 mod map;
 mod route;
+mod spool;
 mod tls;
 mod vrl;
 

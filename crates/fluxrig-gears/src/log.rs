@@ -142,7 +142,7 @@ impl Gear for LogGear {
                     Level::Info => tracing::info!(gear, id = %msg.id, data, "message"),
                     Level::Warn => tracing::warn!(gear, id = %msg.id, data, "message"),
                 }
-                io.delivered(1);
+                io.delivered(1).await?;
             }
             Ok(())
         })

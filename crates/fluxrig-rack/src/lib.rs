@@ -12,8 +12,15 @@
 //! ones; wires move atomically; an old gear drains its input and finishes
 //! before its replacement starts, and the replacement emits into the same
 //! lanes, so downstream sees every old output before any new one.
+//!
+//! Every message entering through a source is recorded in the Rack's
+//! **write-ahead log** (`<data>/wal/`) before it reaches a wire, and every
+//! delivery by a sink is recorded after it; at start, messages accepted but
+//! not completed by every sink they reach are replayed (or handed to a
+//! [`Compensator`]). See `docs/design/rack-durability.md`.
 
 mod dead_letters;
+mod journal;
 mod supervisor;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -32,19 +39,37 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use dead_letters::DeadLetterLog;
+pub use fluxrig_wal::SyncPolicy;
+pub use journal::{Compensator, IDEMPOTENCY_WINDOW, LogCompensator, RecoveryPolicy};
+
+use crate::journal::{RackJournal, Recovered};
 
 use crate::supervisor::{Supervised, supervise};
 
 /// How a Rack runs.
 #[derive(Debug, Clone)]
 pub struct RackOptions {
-    /// Where the Rack keeps its state (id high-water mark, dead letters).
+    /// Where the Rack keeps its state (id high-water mark, dead letters,
+    /// the write-ahead log `wal/`, the audit archive `archive/`, pending
+    /// buffers `pending/`).
     pub data_dir: PathBuf,
     /// Machine id of the Rack's fluxID generator (0 = unassigned).
     pub machine: u16,
     /// How long gears may take to drain after a stop (or a swap) before
     /// they are cancelled.
     pub drain_timeout: Duration,
+    /// When the write-ahead log (`<data>/wal/`) syncs, and so when sources
+    /// acknowledge (default `always`: a group-committed sync before any
+    /// acknowledgement).
+    pub wal_sync: SyncPolicy,
+    /// What happens at start to messages accepted and not completed before
+    /// a crash (default: replay them).
+    pub recovery: RecoveryPolicy,
+    /// The hook of [`RecoveryPolicy::Compensate`] (default: log each one).
+    pub compensator: Arc<dyn Compensator>,
+    /// How often the background compactor turns closed WAL segments into
+    /// the Parquet audit archive (`<data>/archive/`); `None` turns it off.
+    pub compact_every: Option<Duration>,
 }
 
 impl Default for RackOptions {
@@ -53,6 +78,10 @@ impl Default for RackOptions {
             data_dir: PathBuf::from("data"),
             machine: 0,
             drain_timeout: Duration::from_secs(30),
+            wal_sync: SyncPolicy::Always,
+            recovery: RecoveryPolicy::Replay,
+            compensator: Arc::new(LogCompensator),
+            compact_every: Some(Duration::from_secs(30)),
         }
     }
 }
@@ -177,7 +206,12 @@ struct Staged {
 /// A Rack, ready to run.
 pub struct Rack {
     opts: RackOptions,
+    /// The scenario's name (the archive's `rack` column).
+    name: String,
     ids: Arc<IdGenerator>,
+    journal: RackJournal,
+    /// Found at start: messages to replay or compensate.
+    recovered: Recovered,
     dead_letters: Arc<DeadLetterLog>,
     /// Cancelled to stop the sources (graceful stop).
     stop: CancellationToken,
@@ -217,11 +251,16 @@ impl Rack {
             .map_err(|e| RackError::State(e.to_string()))?;
         let dead_letters = DeadLetterLog::open(&opts.data_dir)
             .map_err(|e| RackError::State(format!("cannot open the dead-letter log: {e}")))?;
+        let (journal, recovered) =
+            RackJournal::open(&opts.data_dir, opts.wal_sync, scenario).map_err(RackError::State)?;
         let (tx, rx) = mpsc::channel(8);
         let status = Arc::new(Mutex::new(Vec::new()));
         let mut rack = Rack {
             opts,
+            name: scenario.name.clone(),
             ids: Arc::new(ids),
+            journal,
+            recovered,
             dead_letters: Arc::new(dead_letters),
             stop: CancellationToken::new(),
             kill: CancellationToken::new(),
@@ -349,8 +388,11 @@ impl Rack {
                     entity: spec.entity,
                     ids: Arc::clone(&self.ids),
                     cancel: cancel.clone(),
-                    dead_letters: Arc::clone(&self.dead_letters) as Arc<dyn DeadLetters>,
+                    dead_letters: Arc::new(
+                        self.journal.dead_letters(Arc::clone(&self.dead_letters)),
+                    ) as Arc<dyn DeadLetters>,
                     stats: Arc::clone(&stats),
+                    journal: self.journal.for_gear(&spec.name, spec.role()),
                 },
             });
             let supervised = Supervised {
@@ -444,8 +486,20 @@ impl Rack {
     pub async fn run(mut self) -> Vec<GearStatus> {
         let staged = std::mem::take(&mut self.staged);
         let order = staged.iter().map(|s| s.spec.name.clone()).collect();
+        self.recover(&staged);
         self.start(staged);
         self.publish_status(order);
+        let compactor = self.opts.compact_every.and_then(|every| {
+            let data = &self.opts.data_dir;
+            fluxrig_audit::Compactor::start(
+                fluxrig_audit::wal_dir(data),
+                fluxrig_audit::archive_dir(data),
+                fluxrig_audit::CompactOptions::default().rack(self.name.clone()),
+                every,
+            )
+            .map_err(|e| tracing::error!(error = %e, "the audit compactor did not start; the WAL is kept whole"))
+            .ok()
+        });
         tracing::info!(gears = self.gears.len(), "rack started");
         let mut stopping = false;
         let mut deadline = None;
@@ -480,8 +534,65 @@ impl Rack {
                 }
             }
         }
+        if let Some(c) = compactor {
+            let _ = tokio::task::spawn_blocking(move || c.stop()).await;
+        }
+        self.journal.clone().close().await;
         tracing::info!(dead_letters = self.dead_letters.written(), "rack stopped");
         self.handle.status()
+    }
+
+    /// Hands the messages recovery found to the policy: `replay` sends each
+    /// into the wires of the port it entered on (in log order; the source's
+    /// new messages may interleave with them), `compensate` gives each to
+    /// the compensator.
+    fn recover(&mut self, staged: &[Staged]) {
+        let replay = std::mem::take(&mut self.recovered.replay);
+        if replay.is_empty() {
+            return;
+        }
+        if self.opts.recovery == RecoveryPolicy::Compensate {
+            tracing::warn!(
+                messages = replay.len(),
+                "compensating messages accepted and not completed before a crash"
+            );
+            for r in &replay {
+                self.opts.compensator.compensate(&r.gear, &r.port, &r.msg);
+            }
+            return;
+        }
+        let mut jobs = Vec::with_capacity(replay.len());
+        for r in replay {
+            let lanes = staged
+                .iter()
+                .find(|s| s.spec.name == r.gear)
+                .and_then(|s| s.outputs.get(&r.port))
+                .map(|set| set.load());
+            match lanes {
+                Some(lanes) => jobs.push((lanes, r.msg)),
+                None => {
+                    tracing::warn!(gear = %r.gear, port = %r.port, id = %r.msg.id, "cannot replay: the port is gone");
+                }
+            }
+        }
+        tracing::info!(
+            messages = jobs.len(),
+            "replaying messages accepted and not completed before a crash"
+        );
+        let kill = self.kill.clone();
+        self.tasks.spawn(async move {
+            for (lanes, msg) in jobs {
+                for lane in lanes.iter() {
+                    tokio::select! {
+                        r = lane.send(msg.clone()) => if r.is_err() {
+                            tracing::warn!(wire = lane.label(), id = %msg.id, "cannot replay: the wire is closed");
+                        },
+                        () = kill.cancelled() => return,
+                    }
+                }
+            }
+            tracing::info!("replay done");
+        });
     }
 
     fn finished(&mut self, id: tokio::task::Id) {

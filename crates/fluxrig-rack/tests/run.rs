@@ -80,6 +80,7 @@ fn opts(dir: &Path) -> RackOptions {
         data_dir: dir.join("data"),
         machine: 7,
         drain_timeout: Duration::from_secs(10),
+        ..RackOptions::default()
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 use clap::Args;
-use fluxrig_rack::{GearStatus, Rack, RackError, RackHandle, RackOptions};
+use fluxrig_rack::{GearStatus, Rack, RackError, RackHandle, RackOptions, SyncPolicy};
 
 use crate::exit::{CmdResult, Failure};
 
@@ -40,6 +40,28 @@ pub(crate) struct RunArgs {
     /// How long gears may take to drain when stopping or swapping.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "30s")]
     drain_timeout: Duration,
+    /// When the write-ahead log syncs: `always` (a group-committed fsync
+    /// before any acknowledgement), `interval:DURATION` (e.g. interval:100ms;
+    /// power loss may lose that much) or `none` (throw-away data).
+    #[arg(long, value_name = "POLICY", default_value = "always", value_parser = parse_sync)]
+    wal_sync: SyncPolicy,
+}
+
+fn parse_sync(s: &str) -> Result<SyncPolicy, String> {
+    match s {
+        "always" => Ok(SyncPolicy::Always),
+        "none" => Ok(SyncPolicy::None),
+        _ => match s.strip_prefix("interval:") {
+            Some(d) => match humantime::parse_duration(d) {
+                Ok(d) if !d.is_zero() => Ok(SyncPolicy::Interval(d)),
+                Ok(_) => Err("an interval of zero: use `always`".to_owned()),
+                Err(e) => Err(format!("`{d}`: {e}")),
+            },
+            None => Err(format!(
+                "`{s}` is not a sync policy: always, none or interval:DURATION"
+            )),
+        },
+    }
 }
 
 pub(crate) fn run(args: RunArgs) -> CmdResult {
@@ -57,6 +79,8 @@ pub(crate) fn run(args: RunArgs) -> CmdResult {
             data_dir: args.data.clone(),
             machine: args.machine,
             drain_timeout: args.drain_timeout,
+            wal_sync: args.wal_sync,
+            ..RackOptions::default()
         };
         let rack = Rack::build(&scenario, opts).map_err(|e| match e {
             // A gear that cannot start (port in use, unwritable file) is invalid input.
