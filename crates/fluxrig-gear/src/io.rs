@@ -75,13 +75,58 @@ pub struct IoParts {
 }
 
 /// A running gear's lanes and context.
+///
+/// Everything that emits lives on [`Outputs`] (reached through `Deref`);
+/// [`GearIo::split`] lends the input and the outputs separately, so a gear
+/// in a cycle of wires (request/reply) can keep draining its input while an
+/// emit waits for room, instead of deadlocking the cycle.
 #[derive(Debug)]
 pub struct GearIo {
     inbox: Option<Inbox>,
-    outputs: Vec<OutputPort>,
+    outs: Outputs,
+}
+
+/// The emitting half of a [`GearIo`]: output ports, context, failures.
+#[derive(Debug)]
+pub struct Outputs {
+    ports: Vec<OutputPort>,
     out: Option<PortRef>,
     error: Option<PortRef>,
     ctx: RunContext,
+}
+
+/// The input half of a [`GearIo`] (see [`GearIo::split`]).
+#[derive(Debug)]
+pub struct Input<'a> {
+    inbox: Option<&'a mut Inbox>,
+    stats: &'a GearStats,
+}
+
+impl Input<'_> {
+    /// The next input message; `None` when every input wire is closed and
+    /// drained, or when the gear has no input. Cancel-safe.
+    pub async fn recv(&mut self) -> Option<FluxMsg> {
+        let m = self.inbox.as_mut()?.recv().await;
+        if m.is_some() {
+            self.stats.add_in(1);
+        }
+        m
+    }
+
+    /// Takes up to `max` more messages that are ready, without waiting.
+    pub fn try_recv_many(&mut self, out: &mut Vec<FluxMsg>, max: usize) -> usize {
+        let n = self.inbox.as_mut().map_or(0, |i| i.try_recv_many(out, max));
+        self.stats.add_in(n as u64);
+        n
+    }
+}
+
+impl std::ops::Deref for GearIo {
+    type Target = Outputs;
+
+    fn deref(&self) -> &Outputs {
+        &self.outs
+    }
 }
 
 /// Wall-clock time in Unix nanoseconds.
@@ -107,42 +152,49 @@ impl GearIo {
                 .map(PortRef)
         };
         GearIo {
-            out: find("out"),
-            error: find("error"),
             inbox: parts.inbox,
-            outputs: parts.outputs,
-            ctx: parts.ctx,
+            outs: Outputs {
+                out: find("out"),
+                error: find("error"),
+                ports: parts.outputs,
+                ctx: parts.ctx,
+            },
         }
-    }
-
-    /// The run context.
-    pub fn ctx(&self) -> &RunContext {
-        &self.ctx
     }
 
     /// The next input message; `None` when every input wire is closed and
     /// drained (the gear should finish), or for a source.
     pub async fn recv(&mut self) -> Option<FluxMsg> {
-        let m = self.inbox.as_mut()?.recv().await;
-        if m.is_some() {
-            self.ctx.stats.add_in(1);
-        }
-        m
+        self.split().0.recv().await
     }
 
     /// Takes up to `max` more messages that are ready, without waiting.
     pub fn try_recv_many(&mut self, out: &mut Vec<FluxMsg>, max: usize) -> usize {
-        let n = self.inbox.as_mut().map_or(0, |i| i.try_recv_many(out, max));
-        self.ctx.stats.add_in(n as u64);
-        n
+        self.split().0.try_recv_many(out, max)
+    }
+
+    /// The input and the outputs, borrowed separately: a gear may wait on
+    /// an emit and on its input in the same `select!`.
+    pub fn split(&mut self) -> (Input<'_>, &Outputs) {
+        (
+            Input {
+                inbox: self.inbox.as_mut(),
+                stats: &self.outs.ctx.stats,
+            },
+            &self.outs,
+        )
+    }
+}
+
+impl Outputs {
+    /// The run context.
+    pub fn ctx(&self) -> &RunContext {
+        &self.ctx
     }
 
     /// The output port called `name`.
     pub fn port(&self, name: &str) -> Option<PortRef> {
-        self.outputs
-            .iter()
-            .position(|p| p.name == name)
-            .map(PortRef)
+        self.ports.iter().position(|p| p.name == name).map(PortRef)
     }
 
     /// A fresh fluxID from the Rack's generator.
@@ -178,7 +230,7 @@ impl GearIo {
     }
 
     async fn deliver(&self, port: PortRef, mut msg: FluxMsg) {
-        let out = &self.outputs[port.0];
+        let out = &self.ports[port.0];
         if msg.path.len() >= MAX_PATH {
             msg.path.remove(1);
         }
@@ -214,7 +266,7 @@ impl GearIo {
         self.ctx.stats.add_error(1);
         let reason = reason.to_string();
         if let Some(port) = self.error
-            && !self.outputs[port.0].lanes.load().is_empty()
+            && !self.ports[port.0].lanes.load().is_empty()
         {
             msg.meta.insert("error.reason", reason.as_str());
             msg.meta.insert("error.gear", &*self.ctx.gear);

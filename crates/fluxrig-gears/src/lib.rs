@@ -9,6 +9,7 @@ mod files;
 mod format;
 mod generate;
 mod http;
+mod iso8583;
 mod log;
 mod map;
 mod route;
@@ -25,6 +26,8 @@ pub use files::{
 pub use format::{InFormat, OutFormat};
 pub use generate::{Generate, GenerateConfig};
 pub use http::{BodyKind, HttpIn, HttpInConfig, HttpMethod, HttpOut, HttpOutConfig};
+pub use iso8583::codec::{Direction as Iso8583Direction, Iso8583Codec, Iso8583CodecConfig};
+pub use iso8583::{META_CONN, META_HEADER, META_PEER, META_TARGET};
 pub use log::{Level, Log, LogConfig};
 pub use map::{MapConfig, MapGearKind};
 pub use route::{Route, RouteConfig, Rule};
@@ -43,6 +46,7 @@ pub static BUILTIN: &[&dyn GearType] = &[
     &Typed::<Log>::new(),
     &Typed::<HttpIn>::new(),
     &Typed::<HttpOut>::new(),
+    &Typed::<Iso8583Codec>::new(),
 ];
 
 /// The built-in gear type called `name`.
