@@ -1,1 +1,848 @@
-//! (in progress)
+//! `iso8583_io`: ISO 8583 over TCP, as a server (acquirer side: terminals
+//! connect) or as a client pool (issuer side: we connect).
+//!
+//! One task owns each connection; the gear's main loop holds a bounded
+//! writer handle per connection and never waits on one, and it keeps
+//! draining its input while an emit waits for room, so a request/reply
+//! cycle of wires cannot deadlock.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration as StdDuration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use fluxrig_config::Duration;
+use fluxrig_gear::{
+    BoxFuture, BuildContext, BuildError, CheckContext, ConfigIssue, Gear, GearError, GearIo,
+    GearKind, Input, Outputs, PortDir, PortSpec, Role,
+};
+use fluxrig_iso8583::framing::{Framing, LengthPrefix};
+use fluxrig_iso8583::net::{FrameReader, NetError};
+use fluxrig_iso8583::{MessageBuilder, Spec};
+use fluxrig_msg::{FluxMsg, Value};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use tokio::io::AsyncWriteExt as _;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::{META_CONN, META_HEADER, META_PEER, META_TARGET, default_spec, hex, load_spec, unhex};
+
+/// Server (terminals connect to us) or client (we connect to issuers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum IoMode {
+    /// Acquirer side: listen; requests leave by `out`, replies come in by `in`.
+    Server,
+    /// Issuer side: a pool of connections per target; requests come in by
+    /// `in`, replies leave by `out`.
+    Client,
+}
+
+/// The length prefix of each frame.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+pub enum Prefix {
+    /// 2 bytes, binary, big endian (default).
+    #[default]
+    #[serde(rename = "2be")]
+    Binary2Be,
+    /// 2 bytes, binary, little endian.
+    #[serde(rename = "2le")]
+    Binary2Le,
+    /// 4 ASCII decimal digits.
+    #[serde(rename = "4ascii")]
+    Ascii4,
+}
+
+/// An issuer-side target of the client pool.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// The name requests use in meta `iso8583.target` (and `conductor` groups).
+    pub name: String,
+    /// `host:port` to connect to.
+    pub address: String,
+    /// Connections kept open to it.
+    #[serde(default = "one")]
+    pub connections: NonZeroUsize,
+}
+
+fn one() -> NonZeroUsize {
+    NonZeroUsize::MIN
+}
+
+fn default_max_frame() -> usize {
+    8192
+}
+
+fn default_max_connections() -> usize {
+    10_000
+}
+
+fn default_echo() -> Duration {
+    Duration(StdDuration::from_secs(30))
+}
+
+fn default_backoff() -> Duration {
+    Duration(StdDuration::from_millis(100))
+}
+
+fn default_max_backoff() -> Duration {
+    Duration(StdDuration::from_secs(5))
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Config of the `iso8583_io` gear.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Iso8583IoConfig {
+    /// `server` (acquirer side) or `client` (issuer side).
+    pub mode: IoMode,
+    /// Server: the address to listen on (`127.0.0.1:8583`).
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// Client: the targets to keep connections to.
+    #[serde(default)]
+    pub targets: Vec<Target>,
+    /// Length prefix of each frame: `2be`, `2le` or `4ascii`.
+    #[serde(default)]
+    pub length_prefix: Prefix,
+    /// Bytes of TPDU or network header after the prefix; kept bit-perfect
+    /// (meta `iso8583.header`, hex) and written back on the reply.
+    #[serde(default)]
+    pub header_len: usize,
+    /// Largest frame accepted or written (prefix excluded), in bytes. A
+    /// connection sending a larger one is closed and counted.
+    #[serde(default = "default_max_frame")]
+    pub max_frame: usize,
+    /// Server: most terminal connections at once (more wait to be accepted).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Client: the dialect of the 0800 sign-on and echo messages.
+    #[serde(default = "default_spec")]
+    pub spec: String,
+    /// Client: send a 0800 sign-on (DE 70 = 001) on each new connection.
+    #[serde(default = "default_true")]
+    pub sign_on: bool,
+    /// Client: interval of 0800 echo keep-alives (DE 70 = 301); `0s` turns them off.
+    #[serde(default = "default_echo")]
+    pub echo_interval: Duration,
+    /// Client: wait before reconnecting; doubles up to `max_backoff`.
+    #[serde(default = "default_backoff")]
+    pub reconnect_backoff: Duration,
+    /// Client: longest wait between reconnection attempts.
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff: Duration,
+}
+
+impl Iso8583IoConfig {
+    fn framing(&self) -> Framing {
+        Framing {
+            prefix: match self.length_prefix {
+                Prefix::Binary2Be => LengthPrefix::Binary2Be,
+                Prefix::Binary2Le => LengthPrefix::Binary2Le,
+                Prefix::Ascii4 => LengthPrefix::Ascii4,
+            },
+            header_len: self.header_len,
+            max_frame: self.max_frame,
+        }
+    }
+}
+
+/// The `iso8583_io` gear type.
+#[derive(Debug)]
+pub struct Iso8583Io;
+
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse()
+        .map_err(|_| format!("`{s}` is not an address such as 127.0.0.1:8583"))
+}
+
+impl GearKind for Iso8583Io {
+    type Config = Iso8583IoConfig;
+    const NAME: &'static str = "iso8583_io";
+    const ROLE: Role = Role::Source;
+    const SUMMARY: &'static str =
+        "ISO 8583 over TCP: a server for terminals (acquirer side) or a client pool to issuers";
+    const DOCS: &'static str = "Frames are a length prefix (`2be`, `2le` or `4ascii`), an optional header of \
+        `header_len` bytes (TPDU, network header) and the message. Messages carry the message bytes in \
+        `raw` (decode them with `iso8583_codec`); the header goes to meta `iso8583.header` (hex) and is \
+        written back unchanged on the reply.\n\n\
+        **Server** (`listen`): every terminal connection gets an id, in meta `iso8583.conn` (and the peer \
+        address in `iso8583.peer`) of each request emitted on `out`. A message arriving on `in` is written \
+        to the connection its `iso8583.conn` names, and only to it; when that connection is gone or is not \
+        reading, the message goes to `error`.\n\n\
+        **Client** (`targets`): keeps `connections` connections to each target, reconnecting with \
+        exponential backoff, with a 0800 sign-on (DE 70 `001`) on connect and 0800 echoes (DE 70 `301`) \
+        every `echo_interval`; their 0810 answers stay inside the gear. A message on `in` goes to the \
+        target named by meta `iso8583.target` (optional when there is one target), on its connections in \
+        turn; with no connection up it goes to `error` (a `conductor` wired to it fails over). Replies \
+        leave by `out` with `iso8583.target` and `iso8583.conn` set.\n\n\
+        A frame over `max_frame` or with a bad length prefix closes that connection only; such closes are \
+        counted and logged (WARN, without content).";
+    const EXAMPLE: &'static str = "- name: terminals\n  type: iso8583_io\n  config: {mode: server, listen: 127.0.0.1:8583, length_prefix: 2be}\n- name: issuers\n  type: iso8583_io\n  config:\n    mode: client\n    targets: [{name: visa, address: 127.0.0.1:9583, connections: 2}]";
+
+    fn ports(config: &Iso8583IoConfig) -> Vec<PortSpec> {
+        let (in_doc, out_doc) = match config.mode {
+            IoMode::Server => (
+                "replies to terminals (meta `iso8583.conn` names the connection)",
+                "requests from terminals",
+            ),
+            IoMode::Client => (
+                "requests to issuers (meta `iso8583.target` names the target)",
+                "replies from issuers",
+            ),
+        };
+        vec![
+            PortSpec {
+                name: "in".into(),
+                dir: PortDir::In,
+                required: false,
+                doc: in_doc.into(),
+            },
+            PortSpec::named_output("out", out_doc),
+            PortSpec::error(),
+        ]
+    }
+
+    fn check(config: &Iso8583IoConfig, ctx: &CheckContext) -> Vec<ConfigIssue> {
+        let mut issues = Vec::new();
+        let cap = config.framing().prefix.capacity();
+        if config.max_frame > cap || config.max_frame <= config.header_len {
+            issues.push(ConfigIssue::new(
+                "max_frame",
+                format!("must be above header_len and at most {cap} for this length prefix"),
+            ));
+        }
+        match config.mode {
+            IoMode::Server => match &config.listen {
+                Some(l) => {
+                    if let Err(e) = parse_addr(l) {
+                        issues.push(ConfigIssue::new("listen", e));
+                    }
+                }
+                None => issues.push(ConfigIssue::new("listen", "a server needs `listen`")),
+            },
+            IoMode::Client => {
+                if config.targets.is_empty() {
+                    issues.push(ConfigIssue::new(
+                        "targets",
+                        "a client needs at least one target",
+                    ));
+                }
+                for (i, t) in config.targets.iter().enumerate() {
+                    if let Err(e) = parse_addr(&t.address) {
+                        issues.push(ConfigIssue::new(format!("targets[{i}].address"), e));
+                    }
+                    if config.targets[..i].iter().any(|o| o.name == t.name) {
+                        issues.push(ConfigIssue::new(
+                            format!("targets[{i}].name"),
+                            format!("target `{}` is named twice", t.name),
+                        ));
+                    }
+                }
+                if let Err(e) = load_spec(&config.spec, &ctx.base_dir, &ctx.data_dir) {
+                    issues.push(ConfigIssue::new("spec", e));
+                }
+            }
+        }
+        issues
+    }
+
+    fn build(config: &Iso8583IoConfig, ctx: &BuildContext) -> Result<Box<dyn Gear>, BuildError> {
+        let framing = config.framing();
+        match config.mode {
+            IoMode::Server => {
+                let addr =
+                    parse_addr(config.listen.as_deref().unwrap_or_default()).map_err(BuildError)?;
+                let l = std::net::TcpListener::bind(addr)
+                    .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                    .map_err(|e| BuildError(format!("cannot listen on {addr}: {e}")))?;
+                Ok(Box::new(ServerGear {
+                    addr,
+                    listener: Some(l),
+                    framing,
+                    max_connections: config.max_connections.max(1),
+                    bad: Arc::default(),
+                }))
+            }
+            IoMode::Client => {
+                let spec =
+                    load_spec(&config.spec, &ctx.base_dir, &ctx.data_dir).map_err(BuildError)?;
+                let targets = config
+                    .targets
+                    .iter()
+                    .map(|t| {
+                        parse_addr(&t.address)
+                            .map(|a| (Arc::<str>::from(t.name.as_str()), a, t.connections.get()))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(BuildError)?;
+                Ok(Box::new(ClientGear {
+                    targets,
+                    framing,
+                    spec,
+                    keepalive: KeepAlive {
+                        sign_on: config.sign_on,
+                        echo: config.echo_interval.get(),
+                        backoff: config.reconnect_backoff.get(),
+                        max_backoff: config.max_backoff.get(),
+                    },
+                    bad: Arc::default(),
+                }))
+            }
+        }
+    }
+}
+
+/// What connection tasks tell the gear's main loop.
+enum Event {
+    /// A connection is up; its writer.
+    Up {
+        conn: u64,
+        target: usize,
+        writer: mpsc::Sender<Bytes>,
+    },
+    /// A frame arrived.
+    Frame {
+        conn: u64,
+        peer: Arc<str>,
+        header: Bytes,
+        message: Bytes,
+    },
+    /// A connection is gone.
+    Down { conn: u64 },
+}
+
+/// Decides whether a frame read is emitted (false: consumed by the gear).
+type FrameFilter = dyn Fn(&[u8]) -> bool + Sync;
+
+/// Frames written to one connection and not yet sent, at most.
+const WRITER_QUEUE: usize = 1024;
+
+/// Runs one connection: frames read go to `events`, frames from its
+/// writer queue are written. Returns why it ended (`Ok` for a clean close).
+async fn connection(
+    stream: TcpStream,
+    conn: u64,
+    peer: Arc<str>,
+    framing: Framing,
+    events: &mpsc::Sender<Event>,
+    mut writes: mpsc::Receiver<Bytes>,
+    filter: Option<&FrameFilter>,
+) -> Result<(), NetError> {
+    let _ = stream.set_nodelay(true);
+    let (rd, mut wr) = stream.into_split();
+    let mut reader = FrameReader::new(rd, framing);
+    let mut out = Vec::with_capacity(4096);
+    loop {
+        tokio::select! {
+            frame = reader.next_frame() => {
+                let Some(f) = frame? else { return Ok(()) };
+                let mut batch = vec![(Bytes::copy_from_slice(f.header), Bytes::copy_from_slice(f.message))];
+                while let Some(f) = reader.buffered_frame()? {
+                    batch.push((Bytes::copy_from_slice(f.header), Bytes::copy_from_slice(f.message)));
+                }
+                for (header, message) in batch {
+                    if filter.is_some_and(|keep| !keep(&message)) {
+                        continue;
+                    }
+                    let ev = Event::Frame { conn, peer: Arc::clone(&peer), header, message };
+                    if events.send(ev).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+            w = writes.recv() => {
+                let Some(first) = w else { return Ok(()) };
+                out.clear();
+                out.extend_from_slice(&first);
+                while let Ok(more) = writes.try_recv() {
+                    out.extend_from_slice(&more);
+                    if out.len() > 64 * 1024 {
+                        break;
+                    }
+                }
+                wr.write_all(&out).await?;
+            }
+        }
+    }
+}
+
+/// Counts and logs a connection closed for a bad frame or an I/O error.
+fn closed(bad: &AtomicU64, side: &str, peer: &str, r: &Result<(), NetError>) {
+    match r {
+        Ok(()) => tracing::debug!(%peer, "{side} connection closed"),
+        Err(NetError::Frame(e)) => {
+            let n = bad.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::warn!(%peer, reason = %e, closed_for_bad_frames = n, "{side} connection closed: bad frame");
+        }
+        Err(e) => tracing::debug!(%peer, reason = %e, "{side} connection ended"),
+    }
+}
+
+/// Emits `msg` while still draining the input into `on_input`, so the gear
+/// never stops taking replies (or requests) because its output is full.
+async fn emit_draining<F>(
+    out: &Outputs,
+    input: &mut Input<'_>,
+    input_open: &mut bool,
+    msg: FluxMsg,
+    mut on_input: F,
+) where
+    F: FnMut(FluxMsg) -> Option<(FluxMsg, String)>,
+{
+    let send = out.send(msg);
+    tokio::pin!(send);
+    let mut failed = Vec::new();
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut send => break,
+            m = input.recv(), if *input_open => match m {
+                Some(m) => failed.extend(on_input(m)),
+                None => *input_open = false,
+            },
+        }
+    }
+    for (m, reason) in failed {
+        out.fail(m, reason).await;
+    }
+}
+
+fn frame_msg(out: &Outputs, header: &Bytes, message: Bytes, conn: u64, peer: &str) -> FluxMsg {
+    let mut msg = FluxMsg::new(out.new_id(), Value::Null);
+    msg.src = Some(out.ctx().entity);
+    msg.ts = fluxrig_gear::now_ns();
+    msg.raw = Some(message);
+    msg.meta.insert(META_CONN, conn.to_string());
+    msg.meta.insert(META_PEER, peer);
+    if !header.is_empty() {
+        msg.meta.insert(META_HEADER, hex(header));
+    }
+    msg
+}
+
+/// The frame of an outgoing message: prefix, header (from meta), `raw`.
+fn outgoing(framing: &Framing, msg: &FluxMsg) -> Result<Bytes, String> {
+    let raw = msg
+        .raw
+        .as_deref()
+        .ok_or("no raw bytes to send (encode first)")?;
+    let header = match msg.meta.get(META_HEADER) {
+        Some(h) => unhex(h).ok_or("meta iso8583.header is not hex")?,
+        None => vec![0; framing.header_len],
+    };
+    if header.len() != framing.header_len {
+        return Err(format!(
+            "header of {} bytes where the framing has {}",
+            header.len(),
+            framing.header_len
+        ));
+    }
+    let mut buf = Vec::with_capacity(raw.len() + header.len() + 4);
+    framing
+        .write(&header, raw, &mut buf)
+        .map_err(|e| e.to_string())?;
+    Ok(Bytes::from(buf))
+}
+
+// ---------------------------------------------------------------------------
+// server
+
+struct ServerGear {
+    addr: SocketAddr,
+    listener: Option<std::net::TcpListener>,
+    framing: Framing,
+    max_connections: usize,
+    bad: Arc<AtomicU64>,
+}
+
+/// Writes a reply to the connection it names; the reason when it cannot.
+fn reply(
+    framing: &Framing,
+    conns: &HashMap<u64, mpsc::Sender<Bytes>>,
+    msg: FluxMsg,
+) -> Option<(FluxMsg, String)> {
+    let Some(conn) = msg.meta.get(META_CONN).and_then(|c| c.parse::<u64>().ok()) else {
+        return Some((msg, "no meta iso8583.conn: which terminal?".to_owned()));
+    };
+    let Some(w) = conns.get(&conn) else {
+        return Some((msg, format!("terminal connection {conn} is closed")));
+    };
+    let frame = match outgoing(framing, &msg) {
+        Ok(f) => f,
+        Err(e) => return Some((msg, e)),
+    };
+    match w.try_send(frame) {
+        Ok(()) => None,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            Some((msg, format!("terminal connection {conn} is not reading")))
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => {
+            Some((msg, format!("terminal connection {conn} is closed")))
+        }
+    }
+}
+
+impl ServerGear {
+    async fn serve(&mut self, io: &mut GearIo) -> Result<(), GearError> {
+        let std_listener = match self.listener.take() {
+            Some(l) => l,
+            None => std::net::TcpListener::bind(self.addr)
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .map_err(|e| GearError::io(format!("listening on {}", self.addr), e))?,
+        };
+        let listener = TcpListener::from_std(std_listener)
+            .map_err(|e| GearError::io(format!("listening on {}", self.addr), e))?;
+        tracing::info!(listen = %self.addr, "iso8583 server listening");
+        let (events_tx, mut events) = mpsc::channel::<Event>(4096);
+        let mut conns: HashMap<u64, mpsc::Sender<Bytes>> = HashMap::new();
+        let mut tasks = JoinSet::new();
+        let mut next_conn: u64 = 0;
+        let cancel = io.ctx().cancel.clone();
+        let (mut input, out) = io.split();
+        let mut input_open = true;
+        let framing = self.framing;
+        loop {
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => break,
+                m = input.recv(), if input_open => match m {
+                    Some(m) => {
+                        match reply(&framing, &conns, m) {
+                            None => out.delivered(1),
+                            Some((m, reason)) => out.fail(m, reason).await,
+                        }
+                    }
+                    None => input_open = false,
+                },
+                accepted = listener.accept(), if conns.len() < self.max_connections => {
+                    let Ok((stream, peer)) = accepted else { continue };
+                    next_conn += 1;
+                    let conn = next_conn;
+                    let (wtx, wrx) = mpsc::channel(WRITER_QUEUE);
+                    conns.insert(conn, wtx);
+                    let events = events_tx.clone();
+                    let bad = Arc::clone(&self.bad);
+                    tasks.spawn(async move {
+                        let peer: Arc<str> = peer.to_string().into();
+                        let r = connection(stream, conn, Arc::clone(&peer), framing, &events, wrx, None).await;
+                        closed(&bad, "terminal", &peer, &r);
+                        let _ = events.send(Event::Down { conn }).await;
+                    });
+                }
+                ev = events.recv() => match ev {
+                    Some(Event::Frame { conn, peer, header, message }) => {
+                        let msg = frame_msg(out, &header, message, conn, &peer);
+                        emit_draining(out, &mut input, &mut input_open, msg, |m| {
+                            let r = reply(&framing, &conns, m);
+                            if r.is_none() {
+                                out.delivered(1);
+                            }
+                            r
+                        })
+                        .await;
+                    }
+                    Some(Event::Down { conn }) => {
+                        conns.remove(&conn);
+                    }
+                    Some(Event::Up { .. }) | None => {}
+                },
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        }
+        tasks.shutdown().await;
+        Ok(())
+    }
+}
+
+impl Gear for ServerGear {
+    fn run<'a>(&'a mut self, io: &'a mut GearIo) -> BoxFuture<'a, Result<(), GearError>> {
+        Box::pin(self.serve(io))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// client
+
+#[derive(Debug, Clone, Copy)]
+struct KeepAlive {
+    sign_on: bool,
+    echo: StdDuration,
+    backoff: StdDuration,
+    max_backoff: StdDuration,
+}
+
+struct ClientGear {
+    targets: Vec<(Arc<str>, SocketAddr, usize)>,
+    framing: Framing,
+    spec: Arc<Spec>,
+    keepalive: KeepAlive,
+    bad: Arc<AtomicU64>,
+}
+
+/// MMDDhhmmss of now (UTC), for DE 7 of network messages.
+fn transmission_time() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    // Civil from days (H. Hinnant).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    format!(
+        "{month:02}{day:02}{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// A framed 0800 with DE 70 = `code`.
+fn network_message(spec: &Spec, framing: &Framing, stan: u32, code: &str) -> Option<Bytes> {
+    let de7 = transmission_time();
+    let de11 = format!("{:06}", stan % 1_000_000);
+    let mut b = MessageBuilder::new();
+    b.set_mti("0800").set(7, &de7).set(11, &de11).set(70, code);
+    let msg = spec.encode_to_vec(&b).ok()?;
+    let mut out = Vec::with_capacity(msg.len() + 8);
+    framing
+        .write(&vec![0; framing.header_len], &msg, &mut out)
+        .ok()?;
+    Some(Bytes::from(out))
+}
+
+/// True for messages the gear emits: everything but 08x0 network
+/// management answers, which answer our own sign-on and echoes.
+fn is_business(spec: &Spec, message: &[u8]) -> bool {
+    spec.decode(message).map_or(true, |m| {
+        !(m.mti().starts_with("08") && m.mti().ends_with('0') && m.mti() != "0800")
+    })
+}
+
+/// Keeps one pooled connection to a target up, forever.
+#[allow(clippy::too_many_arguments)]
+async fn keep_connected(
+    conn_base: u64,
+    target: usize,
+    addr: SocketAddr,
+    framing: Framing,
+    spec: Arc<Spec>,
+    ka: KeepAlive,
+    events: mpsc::Sender<Event>,
+    bad: Arc<AtomicU64>,
+    cancel: CancellationToken,
+) {
+    let mut wait = ka.backoff;
+    let mut attempt: u64 = 0;
+    let stan = AtomicU64::new(0);
+    let next_stan =
+        || u32::try_from(stan.fetch_add(1, Ordering::Relaxed) % 999_999 + 1).unwrap_or(1);
+    let peer: Arc<str> = addr.to_string().into();
+    let filter_spec = Arc::clone(&spec);
+    let filter = move |m: &[u8]| is_business(&filter_spec, m);
+    loop {
+        attempt += 1;
+        let conn = conn_base + attempt;
+        let stream = tokio::select! {
+            () = cancel.cancelled() => return,
+            s = TcpStream::connect(addr) => s,
+        };
+        let stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(%addr, reason = %e, "issuer connection failed; retrying");
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    () = tokio::time::sleep(wait) => {}
+                }
+                wait = (wait * 2).min(ka.max_backoff);
+                continue;
+            }
+        };
+        wait = ka.backoff;
+        let (wtx, wrx) = mpsc::channel(WRITER_QUEUE);
+        if ka.sign_on
+            && let Some(f) = network_message(&spec, &framing, next_stan(), "001")
+        {
+            let _ = wtx.try_send(f);
+        }
+        if events
+            .send(Event::Up {
+                conn,
+                target,
+                writer: wtx.clone(),
+            })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        tracing::info!(%addr, "issuer connection up");
+        let echo = async {
+            if ka.echo.is_zero() {
+                return std::future::pending::<()>().await;
+            }
+            let mut t = tokio::time::interval(ka.echo);
+            t.tick().await;
+            loop {
+                t.tick().await;
+                if let Some(f) = network_message(&spec, &framing, next_stan(), "301") {
+                    let _ = wtx.try_send(f);
+                }
+            }
+        };
+        let r = tokio::select! {
+            () = cancel.cancelled() => return,
+            () = echo => Ok(()),
+            r = connection(stream, conn, Arc::clone(&peer), framing, &events, wrx, Some(&filter)) => r,
+        };
+        closed(&bad, "issuer", &peer, &r);
+        if events.send(Event::Down { conn }).await.is_err() {
+            return;
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Up connections of one target, used in turn.
+#[derive(Default)]
+struct Pool {
+    up: Vec<(u64, mpsc::Sender<Bytes>)>,
+    next: usize,
+}
+
+/// Sends a request on a connection of its target; the reason when it cannot.
+fn dispatch(
+    framing: &Framing,
+    names: &[(Arc<str>, SocketAddr, usize)],
+    pools: &mut [Pool],
+    mut msg: FluxMsg,
+) -> Option<(FluxMsg, String)> {
+    let found = match msg.meta.get(META_TARGET) {
+        Some(t) => names
+            .iter()
+            .position(|(n, _, _)| &**n == t)
+            .ok_or_else(|| format!("no target named `{t}`")),
+        None if names.len() == 1 => Ok(0),
+        None => Err("no meta iso8583.target: which issuer?".to_owned()),
+    };
+    let target = match found {
+        Ok(t) => t,
+        Err(reason) => return Some((msg, reason)),
+    };
+    let frame = match outgoing(framing, &msg) {
+        Ok(f) => f,
+        Err(e) => return Some((msg, e)),
+    };
+    let pool = &mut pools[target];
+    for _ in 0..pool.up.len() {
+        pool.next = (pool.next + 1) % pool.up.len();
+        if pool.up[pool.next].1.try_send(frame.clone()).is_ok() {
+            return None;
+        }
+    }
+    msg.meta.insert(META_TARGET, &*names[target].0);
+    let reason = format!("no connection up to target `{}`", names[target].0);
+    Some((msg, reason))
+}
+
+impl ClientGear {
+    async fn serve(&mut self, io: &mut GearIo) -> Result<(), GearError> {
+        let (events_tx, mut events) = mpsc::channel::<Event>(4096);
+        let cancel = io.ctx().cancel.child_token();
+        let _stop = cancel.clone().drop_guard();
+        let mut tasks = JoinSet::new();
+        for (t, (_, addr, n)) in self.targets.iter().enumerate() {
+            for c in 0..*n {
+                let base = (u64::try_from(t * 1000 + c).unwrap_or(0)) << 32;
+                tasks.spawn(keep_connected(
+                    base,
+                    t,
+                    *addr,
+                    self.framing,
+                    Arc::clone(&self.spec),
+                    self.keepalive,
+                    events_tx.clone(),
+                    Arc::clone(&self.bad),
+                    cancel.clone(),
+                ));
+            }
+        }
+        drop(events_tx);
+        let mut pools: Vec<Pool> = self.targets.iter().map(|_| Pool::default()).collect();
+        let mut conn_target: HashMap<u64, usize> = HashMap::new();
+        let (mut input, out) = io.split();
+        let mut input_open = true;
+        let framing = self.framing;
+        let names = &self.targets;
+        loop {
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => break,
+                m = input.recv(), if input_open => match m {
+                    Some(m) => match dispatch(&framing, names, &mut pools, m) {
+                        None => out.delivered(1),
+                        Some((m, reason)) => out.fail(m, reason).await,
+                    },
+                    None => input_open = false,
+                },
+                ev = events.recv() => match ev {
+                    Some(Event::Up { conn, target, writer }) => {
+                        conn_target.insert(conn, target);
+                        pools[target].up.push((conn, writer));
+                    }
+                    Some(Event::Down { conn }) => {
+                        if let Some(t) = conn_target.remove(&conn) {
+                            pools[t].up.retain(|(c, _)| *c != conn);
+                        }
+                    }
+                    Some(Event::Frame { conn, peer, header, message }) => {
+                        let mut msg = frame_msg(out, &header, message, conn, &peer);
+                        if let Some(&t) = conn_target.get(&conn) {
+                            msg.meta.insert(META_TARGET, &*names[t].0);
+                        }
+                        emit_draining(out, &mut input, &mut input_open, msg, |m| {
+                            let r = dispatch(&framing, names, &mut pools, m);
+                            if r.is_none() {
+                                out.delivered(1);
+                            }
+                            r
+                        })
+                        .await;
+                    }
+                    None => break,
+                },
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        }
+        cancel.cancel();
+        tasks.shutdown().await;
+        Ok(())
+    }
+}
+
+impl Gear for ClientGear {
+    fn run<'a>(&'a mut self, io: &'a mut GearIo) -> BoxFuture<'a, Result<(), GearError>> {
+        Box::pin(self.serve(io))
+    }
+}

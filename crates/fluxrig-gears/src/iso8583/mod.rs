@@ -5,6 +5,7 @@
 //! `iso8583_codec` (encode) → `iso8583_io` (client) and back.
 
 pub(crate) mod codec;
+pub(crate) mod io;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -48,4 +49,40 @@ pub(crate) fn load_spec(name: &str, base_dir: &Path, data_dir: &Path) -> Result<
         .map_err(|e| {
             format!("`{name}` is not a bundled dialect, not a file, and not in the spec store: {e}")
         })
+}
+/// Uppercase hex of bytes.
+pub(crate) fn hex(b: &[u8]) -> String {
+    const D: &[u8; 16] = b"0123456789ABCDEF";
+    let mut s = String::with_capacity(b.len() * 2);
+    for &c in b {
+        s.push(char::from(D[usize::from(c >> 4)]));
+        s.push(char::from(D[usize::from(c & 15)]));
+    }
+    s
+}
+
+/// Bytes of uppercase or lowercase hex text.
+pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    if !b.len().is_multiple_of(2) {
+        return None;
+    }
+    b.chunks_exact(2)
+        .map(|p| {
+            let h = char::from(p[0]).to_digit(16)?;
+            let l = char::from(p[1]).to_digit(16)?;
+            u8::try_from(h << 4 | l).ok()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hex_round_trips() {
+        assert_eq!(super::hex(&[0x60, 0x00, 0xAB]), "6000AB");
+        assert_eq!(super::unhex("6000ab").unwrap(), vec![0x60, 0, 0xAB]);
+        assert!(super::unhex("6").is_none());
+        assert!(super::unhex("zz").is_none());
+    }
 }
