@@ -27,6 +27,10 @@ pub use format::{InFormat, OutFormat};
 pub use generate::{Generate, GenerateConfig};
 pub use http::{BodyKind, HttpIn, HttpInConfig, HttpMethod, HttpOut, HttpOutConfig};
 pub use iso8583::codec::{Direction as Iso8583Direction, Iso8583Codec, Iso8583CodecConfig};
+pub use iso8583::conductor::{
+    Balance, Conductor, ConductorConfig, FieldMatch, Group, MemoryReversals, Reversal,
+    ReversalQueue, RouteRule,
+};
 pub use iso8583::io::{
     IoMode, Iso8583Io, Iso8583IoConfig, Prefix as Iso8583Prefix, Target as Iso8583Target,
 };
@@ -51,6 +55,7 @@ pub static BUILTIN: &[&dyn GearType] = &[
     &Typed::<HttpOut>::new(),
     &Typed::<Iso8583Codec>::new(),
     &Typed::<Iso8583Io>::new(),
+    &Typed::<Conductor>::new(),
 ];
 
 /// The built-in gear type called `name`.

@@ -1,1 +1,993 @@
-//! (in progress)
+//! `conductor`: routes decoded ISO 8583 requests to issuer groups,
+//! correlates the replies back to the terminal that asked, answers timeouts,
+//! sends reversals until acknowledged, and stops duplicates.
+//!
+//! Invariants:
+//! * a reply reaches a terminal only when it matches a pending request by
+//!   the correlation key **and** came from the target the request went to;
+//!   anything else is counted as unmatched and dropped (logged, no values);
+//! * a request is forwarded at most once per correlation key while it is
+//!   pending or remembered (`duplicate_window`);
+//! * an authorization or financial request that timed out after being
+//!   forwarded gets a 0420 reversal, repeated as 0421 until a 0430 arrives.
+//!
+//! The reversal queue sits behind [`ReversalQueue`]; the in-memory queue
+//! here does not survive a restart (a WAL-backed one will).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use compact_str::CompactString;
+use fluxrig_config::Duration;
+use fluxrig_gear::{
+    BoxFuture, BuildContext, BuildError, CheckContext, ConfigIssue, Gear, GearError, GearIo,
+    GearKind, Outputs, PortRef, PortSpec, Role,
+};
+use fluxrig_iso8583::{MTI_KEY, Spec, get_element, remove_element, set_element};
+use fluxrig_msg::{FluxMsg, Value};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use super::{META_CONN, META_HEADER, META_PEER, META_TARGET, default_spec, load_spec};
+
+/// How a group spreads requests over its targets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// The first target that is up; the next ones when it fails (default).
+    #[default]
+    Failover,
+    /// Each target in turn; the next one when a target fails.
+    RoundRobin,
+}
+
+/// A destination group: issuer-side targets of an `iso8583_io` client.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Group {
+    /// Target names (the `targets[].name` of the `iso8583_io` client).
+    pub targets: Vec<String>,
+    /// `failover` or `round_robin`.
+    #[serde(default)]
+    pub balance: Balance,
+}
+
+/// A condition on one element.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FieldMatch {
+    /// The element's text equals this.
+    #[serde(default)]
+    pub equals: Option<String>,
+    /// The element's text starts with one of these.
+    #[serde(default)]
+    pub prefix: Vec<String>,
+    /// The element, as a number, is at least this.
+    #[serde(default)]
+    pub min: Option<u64>,
+    /// The element, as a number, is at most this.
+    #[serde(default)]
+    pub max: Option<u64>,
+}
+
+/// A routing rule: every condition given must hold.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRule {
+    /// The PAN (DE 2) starts with one of these (BIN prefixes).
+    #[serde(default)]
+    pub pan_prefix: Vec<String>,
+    /// The MTI is one of these.
+    #[serde(default)]
+    pub mti: Vec<String>,
+    /// Conditions on elements, by number (`"4"`) or alias (`amount.transaction`).
+    #[serde(default)]
+    pub fields: BTreeMap<String, FieldMatch>,
+    /// The group requests matching this rule go to.
+    pub to: String,
+}
+
+fn default_key() -> Vec<u8> {
+    vec![11, 7, 32, 41]
+}
+
+fn secs(s: u64) -> Duration {
+    Duration(StdDuration::from_secs(s))
+}
+
+fn default_timeout() -> Duration {
+    secs(2)
+}
+
+fn default_retry() -> Duration {
+    secs(5)
+}
+
+fn default_window() -> Duration {
+    secs(30)
+}
+
+fn code(s: &str) -> String {
+    s.to_owned()
+}
+
+fn default_timeout_code() -> String {
+    code("91")
+}
+
+fn default_no_route_code() -> String {
+    code("15")
+}
+
+fn default_duplicate_code() -> String {
+    code("94")
+}
+
+fn default_max_pending() -> usize {
+    200_000
+}
+
+/// Config of the `conductor` gear.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConductorConfig {
+    /// The dialect of the decoded messages (for element places and pairs).
+    #[serde(default = "default_spec")]
+    pub spec: String,
+    /// Routing rules, tried in order; the first that matches wins.
+    pub routes: Vec<RouteRule>,
+    /// Destination groups by name.
+    pub groups: BTreeMap<String, Group>,
+    /// Elements of the correlation key (default STAN, transmission
+    /// date/time, acquirer id, terminal id: `[11, 7, 32, 41]`; `[37]` for RRN).
+    /// On the issuer leg only those the dialect says a response echoes are used.
+    #[serde(default = "default_key")]
+    pub key: Vec<u8>,
+    /// How long to wait for an issuer's reply.
+    #[serde(default = "default_timeout")]
+    pub timeout: Duration,
+    /// DE 39 answered to the terminal on a timeout, or when no target of the group is up.
+    #[serde(default = "default_timeout_code")]
+    pub timeout_code: String,
+    /// DE 39 answered when no rule matches.
+    #[serde(default = "default_no_route_code")]
+    pub no_route_code: String,
+    /// DE 39 answered to a duplicate whose original has no answer yet.
+    #[serde(default = "default_duplicate_code")]
+    pub duplicate_code: String,
+    /// Wait between repeats (0421) of an unacknowledged reversal.
+    #[serde(default = "default_retry")]
+    pub reversal_retry: Duration,
+    /// How long answered requests are remembered to answer duplicates.
+    #[serde(default = "default_window")]
+    pub duplicate_window: Duration,
+    /// Most requests pending at once; more are answered `timeout_code` at once.
+    #[serde(default = "default_max_pending")]
+    pub max_pending: usize,
+}
+
+/// The `conductor` gear type.
+#[derive(Debug)]
+pub struct Conductor;
+
+/// Where an element lives in `data`.
+fn element_number(spec: &Spec, name: &str) -> Option<u8> {
+    match name.parse::<u8>() {
+        Ok(n) => spec.element(n).map(|_| n),
+        Err(_) => spec.element_by_alias(name).map(|e| e.number),
+    }
+}
+
+impl GearKind for Conductor {
+    type Config = ConductorConfig;
+    const NAME: &'static str = "conductor";
+    const ROLE: Role = Role::Transform;
+    const SUMMARY: &'static str = "Payment switching: routes requests to issuer groups, correlates replies, answers timeouts, reverses, stops duplicates";
+    const DOCS: &'static str = "Takes decoded messages (`iso8583_codec` decode) on `in`: requests from terminals \
+        (they carry meta `iso8583.conn`), replies from issuers (they carry `iso8583.target`), and requests an \
+        `iso8583_io` client could not send (its `error` port, wired back here: the next target of the group is \
+        tried).\n\n\
+        A request is matched against `routes` in order (PAN prefix, MTI, element conditions) and goes out by \
+        `issuers` with meta `iso8583.target` set to a target of the rule's group (`failover` or `round_robin`). \
+        No matching rule: the terminal is answered with DE 39 `no_route_code` (15). 0800 from terminals are \
+        answered 0810 here.\n\n\
+        Replies are correlated by `key` (default DE 11 + 7 + 32 + 41; on the issuer leg, the key elements the \
+        dialect says a response echoes) and by the target the request went to, and leave by `terminals` with \
+        the original request's `iso8583.conn` and header. A reply that matches nothing pending (late, unknown, \
+        from another target) is counted and dropped, never delivered to another terminal.\n\n\
+        After `timeout` the terminal gets the response with DE 39 `timeout_code` (91), and an authorization or \
+        financial request that was forwarded gets a 0420 reversal to the same target, repeated as 0421 every \
+        `reversal_retry` until the 0430 arrives. A request whose key is pending or was answered within \
+        `duplicate_window` is never forwarded again: it gets the original answer when known, else DE 39 \
+        `duplicate_code` (94). The reversal queue is in memory for now: reversals still unacknowledged are \
+        lost if the Rack stops (a WAL-backed queue is planned).";
+    const EXAMPLE: &'static str = "- name: conductor\n  type: conductor\n  config:\n    routes:\n      - {pan_prefix: ['4'], to: visa}\n      - {pan_prefix: ['5'], to: mastercard}\n    groups:\n      visa: {targets: [visa_a, visa_b], balance: failover}\n      mastercard: {targets: [mc]}\n    timeout: 2s";
+
+    fn ports(_config: &ConductorConfig) -> Vec<PortSpec> {
+        vec![
+            PortSpec::input(),
+            PortSpec::named_output(
+                "issuers",
+                "requests and reversals to issuers (meta `iso8583.target`), to encode and send",
+            ),
+            PortSpec::named_output(
+                "terminals",
+                "replies to terminals (meta `iso8583.conn`), to encode and send",
+            ),
+            PortSpec::error(),
+        ]
+    }
+
+    fn check(config: &ConductorConfig, ctx: &CheckContext) -> Vec<ConfigIssue> {
+        let mut issues = Vec::new();
+        let spec = match load_spec(&config.spec, &ctx.base_dir, &ctx.data_dir) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                issues.push(ConfigIssue::new("spec", e));
+                None
+            }
+        };
+        for (i, r) in config.routes.iter().enumerate() {
+            if !config.groups.contains_key(&r.to) {
+                issues.push(ConfigIssue::new(
+                    format!("routes[{i}].to"),
+                    format!("no group named `{}`", r.to),
+                ));
+            }
+            if let Some(spec) = &spec {
+                for name in r.fields.keys() {
+                    if element_number(spec, name).is_none() {
+                        issues.push(ConfigIssue::new(
+                            format!("routes[{i}].fields.{name}"),
+                            "not an element number or alias of the dialect",
+                        ));
+                    }
+                }
+            }
+        }
+        for (name, g) in &config.groups {
+            if g.targets.is_empty() {
+                issues.push(ConfigIssue::new(
+                    format!("groups.{name}.targets"),
+                    "a group needs at least one target",
+                ));
+            }
+        }
+        if config.key.is_empty() {
+            issues.push(ConfigIssue::new(
+                "key",
+                "the correlation key needs an element",
+            ));
+        }
+        if let Some(spec) = &spec {
+            for &n in &config.key {
+                if spec.element(n).is_none() {
+                    issues.push(ConfigIssue::new(
+                        "key",
+                        format!("element {n} is not in the dialect"),
+                    ));
+                }
+            }
+        }
+        if config.timeout.get().is_zero() {
+            issues.push(ConfigIssue::new("timeout", "must be above zero"));
+        }
+        issues
+    }
+
+    fn build(config: &ConductorConfig, ctx: &BuildContext) -> Result<Box<dyn Gear>, BuildError> {
+        let spec = load_spec(&config.spec, &ctx.base_dir, &ctx.data_dir).map_err(BuildError)?;
+        let mut targets: Vec<CompactString> = Vec::new();
+        let mut target_index = |t: &str| {
+            targets.iter().position(|x| x == t).unwrap_or_else(|| {
+                targets.push(t.into());
+                targets.len() - 1
+            })
+        };
+        let mut group_names = Vec::new();
+        let mut groups = Vec::new();
+        for (name, g) in &config.groups {
+            group_names.push(name.clone());
+            groups.push(GroupState {
+                targets: g.targets.iter().map(|t| target_index(t)).collect(),
+                balance: g.balance,
+                next: 0,
+            });
+        }
+        let mut routes = Vec::new();
+        for r in &config.routes {
+            let group = group_names
+                .iter()
+                .position(|g| *g == r.to)
+                .ok_or_else(|| BuildError(format!("no group named `{}`", r.to)))?;
+            let mut fields = Vec::new();
+            for (name, m) in &r.fields {
+                let n = element_number(&spec, name)
+                    .ok_or_else(|| BuildError(format!("no element `{name}`")))?;
+                fields.push((
+                    n,
+                    FieldMatch {
+                        equals: m.equals.clone(),
+                        prefix: m.prefix.clone(),
+                        min: m.min,
+                        max: m.max,
+                    },
+                ));
+            }
+            routes.push(CompiledRoute {
+                pan_prefix: r.pan_prefix.clone(),
+                mti: r.mti.clone(),
+                fields,
+                group,
+            });
+        }
+        let down = vec![None; targets.len()];
+        Ok(Box::new(ConductorGear {
+            spec,
+            routes,
+            groups,
+            targets,
+            down,
+            key: config.key.clone(),
+            timeout: config.timeout.get(),
+            timeout_code: config.timeout_code.clone(),
+            no_route_code: config.no_route_code.clone(),
+            duplicate_code: config.duplicate_code.clone(),
+            reversal_retry: config.reversal_retry.get(),
+            window: config.duplicate_window.get(),
+            max_pending: config.max_pending,
+            pending: HashMap::new(),
+            deadlines: VecDeque::new(),
+            seen: HashMap::new(),
+            seen_order: VecDeque::new(),
+            reversals: Box::new(MemoryReversals::default()),
+            seq: 0,
+            counts: Counts::default(),
+        }))
+    }
+}
+
+/// A reversal waiting for its 0430.
+#[derive(Debug, Clone)]
+pub struct Reversal {
+    /// The issuer-leg key of the reversal (its 0430 carries the same).
+    pub key: String,
+    /// The target it goes to.
+    pub target: usize,
+    /// The reversal message (0420 data, meta `iso8583.target`).
+    pub msg: FluxMsg,
+    /// Sends so far.
+    pub attempts: u32,
+    /// When to send it again.
+    pub next_at: Instant,
+}
+
+/// Where unacknowledged reversals wait (store-and-forward).
+pub trait ReversalQueue: Send {
+    /// Adds a reversal.
+    fn push(&mut self, r: Reversal);
+    /// Removes the reversal acknowledged by a 0430 with this key and target.
+    fn ack(&mut self, key: &str, target: usize) -> Option<Reversal>;
+    /// Reversals due at `now` (their `next_at` moves on by `retry`).
+    fn due(&mut self, now: Instant, retry: StdDuration) -> Vec<Reversal>;
+    /// The earliest `next_at`.
+    fn next_due(&self) -> Option<Instant>;
+    /// Reversals waiting.
+    fn len(&self) -> usize;
+    /// True when none waits.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The in-memory reversal queue (lost on restart).
+#[derive(Debug, Default)]
+pub struct MemoryReversals {
+    by_key: HashMap<String, Reversal>,
+}
+
+impl ReversalQueue for MemoryReversals {
+    fn push(&mut self, r: Reversal) {
+        self.by_key.insert(r.key.clone(), r);
+    }
+
+    fn ack(&mut self, key: &str, target: usize) -> Option<Reversal> {
+        if self.by_key.get(key).is_some_and(|r| r.target == target) {
+            self.by_key.remove(key)
+        } else {
+            None
+        }
+    }
+
+    fn due(&mut self, now: Instant, retry: StdDuration) -> Vec<Reversal> {
+        let mut out = Vec::new();
+        for r in self.by_key.values_mut() {
+            if r.next_at <= now {
+                r.attempts += 1;
+                r.next_at = now + retry;
+                out.push(r.clone());
+            }
+        }
+        out
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        self.by_key.values().map(|r| r.next_at).min()
+    }
+
+    fn len(&self) -> usize {
+        self.by_key.len()
+    }
+}
+
+struct GroupState {
+    targets: Vec<usize>,
+    balance: Balance,
+    next: usize,
+}
+
+struct CompiledRoute {
+    pan_prefix: Vec<String>,
+    mti: Vec<String>,
+    fields: Vec<(u8, FieldMatch)>,
+    group: usize,
+}
+
+/// A request forwarded and waiting for its reply.
+struct Pending {
+    seq: u64,
+    request: FluxMsg,
+    term_key: String,
+    group: usize,
+    target: usize,
+    tried: Vec<usize>,
+}
+
+/// What is remembered of a terminal key.
+enum Seen {
+    /// Forwarded, no answer yet.
+    InFlight,
+    /// Answered: the answer given.
+    Done(Box<FluxMsg>),
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Counts {
+    forwarded: u64,
+    replied: u64,
+    timeouts: u64,
+    no_route: u64,
+    duplicates: u64,
+    unmatched: u64,
+    reversals: u64,
+    reversals_acked: u64,
+    failovers: u64,
+}
+
+struct ConductorGear {
+    spec: Arc<Spec>,
+    routes: Vec<CompiledRoute>,
+    groups: Vec<GroupState>,
+    targets: Vec<CompactString>,
+    /// Until when a target is considered down (a send to it failed).
+    down: Vec<Option<Instant>>,
+    key: Vec<u8>,
+    timeout: StdDuration,
+    timeout_code: String,
+    no_route_code: String,
+    duplicate_code: String,
+    reversal_retry: StdDuration,
+    window: StdDuration,
+    max_pending: usize,
+    /// By issuer-leg key.
+    pending: HashMap<String, Pending>,
+    /// (deadline, issuer key, seq), in deadline order (the timeout is constant).
+    deadlines: VecDeque<(Instant, String, u64)>,
+    /// By terminal key.
+    seen: HashMap<String, Seen>,
+    /// (forget at, terminal key) of answered ones.
+    seen_order: VecDeque<(Instant, String)>,
+    reversals: Box<dyn ReversalQueue>,
+    seq: u64,
+    counts: Counts,
+}
+
+/// The MTI with the function digit made even and the origin digit dropped:
+/// a request and its response, and a 0420 and its 0421 repeat, share it.
+fn mti_class(mti: &str) -> Option<String> {
+    let b = mti.as_bytes();
+    if b.len() != 4 || !b.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let f = (b[2] - b'0') & !1;
+    Some(format!("{}{}{}", char::from(b[0]), char::from(b[1]), f))
+}
+
+/// True when the MTI is a response (odd function digit: 0110, 0430, 0810).
+fn is_response(mti: &str) -> bool {
+    mti.as_bytes().get(2).is_some_and(|d| (d - b'0') % 2 == 1)
+}
+
+fn text<'v>(spec: &Spec, data: &'v Value, n: u8) -> Option<&'v str> {
+    get_element(spec, data, n).and_then(Value::as_str)
+}
+
+impl ConductorGear {
+    fn mti(data: &Value) -> &str {
+        data.get(MTI_KEY)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    }
+
+    /// The key over `elements` of a request class.
+    fn key_of(&self, class: &str, data: &Value, elements: impl Iterator<Item = u8>) -> String {
+        let mut k = String::with_capacity(48);
+        k.push_str(class);
+        for n in elements {
+            k.push('|');
+            k.push_str(text(&self.spec, data, n).unwrap_or_default());
+        }
+        k
+    }
+
+    /// The terminal key (all key elements) of a request.
+    fn term_key(&self, class: &str, data: &Value) -> String {
+        self.key_of(class, data, self.key.iter().copied())
+    }
+
+    /// The issuer-leg key: the key elements a response to `class` echoes.
+    fn issuer_key(&self, class: &str, data: &Value) -> String {
+        let echo = self
+            .spec
+            .messages()
+            .find(|(m, _)| mti_class(m).as_deref() == Some(class) && !is_response(m))
+            .map(|(_, r)| r.echo.clone());
+        match echo {
+            Some(e) if !e.is_empty() => self.key_of(
+                class,
+                data,
+                self.key.iter().copied().filter(|n| e.contains(n)),
+            ),
+            _ => self.term_key(class, data),
+        }
+    }
+
+    fn route(&self, data: &Value) -> Option<usize> {
+        let mti = Self::mti(data);
+        let pan = text(&self.spec, data, 2).unwrap_or_default();
+        self.routes
+            .iter()
+            .find(|r| {
+                (r.pan_prefix.is_empty()
+                    || r.pan_prefix.iter().any(|p| pan.starts_with(p.as_str())))
+                    && (r.mti.is_empty() || r.mti.iter().any(|m| m == mti))
+                    && r.fields.iter().all(|(n, m)| {
+                        let Some(v) = text(&self.spec, data, *n) else {
+                            return false;
+                        };
+                        let num = v.trim().parse::<u64>().ok();
+                        m.equals.as_deref().is_none_or(|e| e == v)
+                            && (m.prefix.is_empty()
+                                || m.prefix.iter().any(|p| v.starts_with(p.as_str())))
+                            && m.min.is_none_or(|min| num.is_some_and(|x| x >= min))
+                            && m.max.is_none_or(|max| num.is_some_and(|x| x <= max))
+                    })
+            })
+            .map(|r| r.group)
+    }
+
+    /// The next target of a group, skipping those tried and those down.
+    fn pick(&mut self, group: usize, tried: &[usize], now: Instant) -> Option<usize> {
+        let g = &mut self.groups[group];
+        let n = g.targets.len();
+        let start = match g.balance {
+            Balance::Failover => 0,
+            Balance::RoundRobin => {
+                g.next = (g.next + 1) % n;
+                g.next
+            }
+        };
+        let candidates: Vec<usize> = (0..n)
+            .map(|i| g.targets[(start + i) % n])
+            .filter(|t| !tried.contains(t))
+            .collect();
+        candidates
+            .iter()
+            .copied()
+            .find(|&t| self.down[t].is_none_or(|until| until <= now))
+            .or_else(|| candidates.first().copied())
+    }
+
+    /// A response to `request` built from it: its echoed elements, DE 39 = `code`.
+    fn answer(&self, request: &FluxMsg, code: &str, out: &Outputs) -> FluxMsg {
+        let mti = Self::mti(&request.data);
+        let resp = self.spec.response_mti(mti).map_or_else(
+            || {
+                let mut b = mti.as_bytes().to_vec();
+                if b.len() == 4 {
+                    b[2] = b[2].saturating_add(1);
+                }
+                String::from_utf8(b).unwrap_or_default()
+            },
+            str::to_owned,
+        );
+        let echo: Vec<u8> = self
+            .spec
+            .message(mti)
+            .map(|m| m.echo.clone())
+            .filter(|e| !e.is_empty())
+            .unwrap_or_else(|| vec![2, 3, 4, 7, 11, 12, 13, 37, 41, 42, 49]);
+        let mut data = Value::Map(fluxrig_msg::Map::new());
+        if let Some(m) = data.as_map_mut() {
+            m.insert(MTI_KEY, resp.as_str());
+        }
+        for n in echo.iter().chain(&self.key) {
+            if let Some(v) = get_element(&self.spec, &request.data, *n) {
+                set_element(&self.spec, &mut data, *n, v.clone());
+            }
+        }
+        set_element(&self.spec, &mut data, 39, Value::text(code));
+        Self::to_terminal(request, data, out)
+    }
+
+    /// A message to the terminal `request` came from, with `data`.
+    fn to_terminal(request: &FluxMsg, data: Value, out: &Outputs) -> FluxMsg {
+        let mut m = FluxMsg::new(out.new_id(), data);
+        m.reference = Some(request.id);
+        m.trace = request.trace;
+        m.src = Some(out.ctx().entity);
+        m.ts = fluxrig_gear::now_ns();
+        for k in [META_CONN, META_HEADER, META_PEER] {
+            if let Some(v) = request.meta.get(k) {
+                m.meta.insert(k, v);
+            }
+        }
+        m
+    }
+
+    /// `msg` readied for a target: terminal meta and errors removed.
+    fn to_target(&self, mut msg: FluxMsg, target: usize) -> FluxMsg {
+        for k in [
+            META_CONN,
+            META_HEADER,
+            META_PEER,
+            "error.reason",
+            "error.gear",
+        ] {
+            msg.meta.remove(k);
+        }
+        msg.meta.insert(META_TARGET, self.targets[target].as_str());
+        msg
+    }
+
+    fn remember(&mut self, term_key: String, answer: &FluxMsg, now: Instant) {
+        let mut a = answer.clone();
+        a.raw = None;
+        self.seen.insert(term_key.clone(), Seen::Done(Box::new(a)));
+        self.seen_order.push_back((now + self.window, term_key));
+    }
+
+    async fn on_request(&mut self, msg: FluxMsg, io: &Ports<'_>, now: Instant) {
+        let mti = Self::mti(&msg.data).to_owned();
+        let Some(class) = mti_class(&mti) else {
+            io.out.fail(msg, "no valid MTI").await;
+            return;
+        };
+        if class == "080" {
+            let a = self.answer(&msg, "00", io.out);
+            io.out.emit(io.terminals, a).await;
+            return;
+        }
+        let term_key = self.term_key(&class, &msg.data);
+        match self.seen.get(&term_key) {
+            Some(Seen::Done(answer)) => {
+                self.counts.duplicates += 1;
+                let a = Self::to_terminal(&msg, answer.data.clone(), io.out);
+                io.out.emit(io.terminals, a).await;
+                return;
+            }
+            Some(Seen::InFlight) => {
+                self.counts.duplicates += 1;
+                let a = self.answer(&msg, &self.duplicate_code, io.out);
+                io.out.emit(io.terminals, a).await;
+                return;
+            }
+            None => {}
+        }
+        let Some(group) = self.route(&msg.data) else {
+            self.counts.no_route += 1;
+            let a = self.answer(&msg, &self.no_route_code, io.out);
+            self.remember(term_key, &a, now);
+            io.out.emit(io.terminals, a).await;
+            return;
+        };
+        let issuer_key = self.issuer_key(&class, &msg.data);
+        if self.pending.len() >= self.max_pending || self.pending.contains_key(&issuer_key) {
+            // Full, or another terminal key that the issuer leg cannot tell
+            // apart from one in flight: refuse rather than risk a cross-wire.
+            self.counts.duplicates += u64::from(self.pending.contains_key(&issuer_key));
+            let a = self.answer(&msg, &self.duplicate_code, io.out);
+            io.out.emit(io.terminals, a).await;
+            return;
+        }
+        let Some(target) = self.pick(group, &[], now) else {
+            let a = self.answer(&msg, &self.timeout_code, io.out);
+            io.out.emit(io.terminals, a).await;
+            return;
+        };
+        self.seq += 1;
+        let fwd = self.to_target(msg.clone(), target);
+        self.pending.insert(
+            issuer_key.clone(),
+            Pending {
+                seq: self.seq,
+                request: msg,
+                term_key: term_key.clone(),
+                group,
+                target,
+                tried: vec![target],
+            },
+        );
+        self.deadlines
+            .push_back((now + self.timeout, issuer_key.clone(), self.seq));
+        self.seen.insert(term_key, Seen::InFlight);
+        self.counts.forwarded += 1;
+        io.out.emit(io.issuers, fwd).await;
+    }
+
+    /// A request an `iso8583_io` client could not send: try the next target.
+    async fn on_send_failure(&mut self, msg: FluxMsg, io: &Ports<'_>, now: Instant) {
+        let mti = Self::mti(&msg.data).to_owned();
+        let class = mti_class(&mti).unwrap_or_default();
+        let failed = msg
+            .meta
+            .get(META_TARGET)
+            .and_then(|t| self.targets.iter().position(|x| x == t));
+        if let Some(t) = failed {
+            self.down[t] = Some(now + StdDuration::from_secs(1));
+        }
+        if class == "040" || class == "042" {
+            // A reversal: it stays queued and is repeated.
+            return;
+        }
+        let issuer_key = self.issuer_key(&class, &msg.data);
+        let Some(p) = self.pending.get_mut(&issuer_key) else {
+            return;
+        };
+        if failed.is_some_and(|t| t != p.target) {
+            return;
+        }
+        let (group, tried) = (p.group, p.tried.clone());
+        match self.pick(group, &tried, now) {
+            Some(next) => {
+                self.counts.failovers += 1;
+                if let Some(p) = self.pending.get_mut(&issuer_key) {
+                    p.target = next;
+                    p.tried.push(next);
+                }
+                let fwd = self.to_target(msg, next);
+                io.out.emit(io.issuers, fwd).await;
+            }
+            None => {
+                // Every target failed: decline now (nothing reached an issuer).
+                if let Some(p) = self.pending.remove(&issuer_key) {
+                    let a = self.answer(&p.request, &self.timeout_code, io.out);
+                    self.remember(p.term_key, &a, now);
+                    io.out.emit(io.terminals, a).await;
+                }
+            }
+        }
+    }
+
+    async fn on_response(&mut self, msg: FluxMsg, io: &Ports<'_>, now: Instant) {
+        let mti = Self::mti(&msg.data).to_owned();
+        let class = mti_class(&mti).unwrap_or_default();
+        let from = msg
+            .meta
+            .get(META_TARGET)
+            .and_then(|t| self.targets.iter().position(|x| x == t));
+        let key = self.issuer_key(&class, &msg.data);
+        if class == "042" || class == "040" {
+            if from.is_some_and(|t| self.reversals.ack(&key, t).is_some()) {
+                self.counts.reversals_acked += 1;
+            } else {
+                self.unmatched(&mti);
+            }
+            return;
+        }
+        let matches = from.is_some_and(|t| self.pending.get(&key).is_some_and(|p| p.target == t));
+        if !matches {
+            self.unmatched(&mti);
+            return;
+        }
+        let Some(p) = self.pending.remove(&key) else {
+            return;
+        };
+        let mut data = msg.data;
+        // The terminal gets its own key back, whatever the issuer echoed.
+        for &n in &self.key {
+            match get_element(&self.spec, &p.request.data, n) {
+                Some(v) => {
+                    set_element(&self.spec, &mut data, n, v.clone());
+                }
+                None => {
+                    remove_element(&self.spec, &mut data, n);
+                }
+            }
+        }
+        let a = Self::to_terminal(&p.request, data, io.out);
+        self.remember(p.term_key, &a, now);
+        self.counts.replied += 1;
+        io.out.emit(io.terminals, a).await;
+    }
+
+    fn unmatched(&mut self, mti: &str) {
+        self.counts.unmatched += 1;
+        tracing::warn!(
+            mti,
+            unmatched = self.counts.unmatched,
+            "reply matches no pending request: dropped"
+        );
+    }
+
+    /// Timeouts, reversal repeats, forgetting old answers.
+    async fn on_tick(&mut self, io: &Ports<'_>, now: Instant) {
+        while let Some((at, _, _)) = self.deadlines.front() {
+            if *at > now {
+                break;
+            }
+            let Some((_, key, seq)) = self.deadlines.pop_front() else {
+                break;
+            };
+            if self.pending.get(&key).is_none_or(|p| p.seq != seq) {
+                continue;
+            }
+            let Some(p) = self.pending.remove(&key) else {
+                continue;
+            };
+            self.counts.timeouts += 1;
+            let a = self.answer(&p.request, &self.timeout_code, io.out);
+            self.remember(p.term_key.clone(), &a, now);
+            io.out.emit(io.terminals, a).await;
+            let class = mti_class(Self::mti(&p.request.data)).unwrap_or_default();
+            if class == "010" || class == "020" {
+                self.reverse(p, io, now).await;
+            }
+        }
+        for r in self.reversals.due(now, self.reversal_retry) {
+            let mut m = r.msg;
+            if let Some(map) = m.data.as_map_mut() {
+                map.insert(MTI_KEY, "0421");
+            }
+            m.id = io.out.new_id();
+            io.out.emit(io.issuers, m).await;
+        }
+        while let Some((at, _)) = self.seen_order.front() {
+            if *at > now {
+                break;
+            }
+            if let Some((_, k)) = self.seen_order.pop_front()
+                && matches!(self.seen.get(&k), Some(Seen::Done(_)))
+            {
+                self.seen.remove(&k);
+            }
+        }
+    }
+
+    /// Queues and sends the 0420 reversal of a forwarded request.
+    async fn reverse(&mut self, p: Pending, io: &Ports<'_>, now: Instant) {
+        let mut data = p.request.data.clone();
+        if let Some(map) = data.as_map_mut() {
+            map.insert(MTI_KEY, "0420");
+        }
+        remove_element(&self.spec, &mut data, 39);
+        let key = self.issuer_key("042", &data);
+        let mut msg = FluxMsg::new(io.out.new_id(), data);
+        msg.reference = Some(p.request.id);
+        msg.trace = p.request.trace;
+        msg.src = Some(io.out.ctx().entity);
+        msg.ts = fluxrig_gear::now_ns();
+        let msg = self.to_target(msg, p.target);
+        self.reversals.push(Reversal {
+            key,
+            target: p.target,
+            msg: msg.clone(),
+            attempts: 1,
+            next_at: now + self.reversal_retry,
+        });
+        self.counts.reversals += 1;
+        io.out.emit(io.issuers, msg).await;
+    }
+
+    fn next_wake(&self) -> Instant {
+        let far = Instant::now() + StdDuration::from_hours(1);
+        [
+            self.deadlines.front().map(|d| d.0),
+            self.reversals.next_due(),
+            self.seen_order.front().map(|d| d.0),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(far)
+    }
+}
+
+/// The gear's output ports.
+struct Ports<'a> {
+    out: &'a Outputs,
+    issuers: PortRef,
+    terminals: PortRef,
+}
+
+impl Gear for ConductorGear {
+    fn run<'a>(&'a mut self, io: &'a mut GearIo) -> BoxFuture<'a, Result<(), GearError>> {
+        Box::pin(async move {
+            let (Some(issuers), Some(terminals)) = (io.port("issuers"), io.port("terminals"))
+            else {
+                return Err(GearError::Other("conductor ports missing".to_owned()));
+            };
+            let mut last = self.counts;
+            let mut report = tokio::time::interval(StdDuration::from_secs(10));
+            loop {
+                let wake = self.next_wake();
+                let (mut input, out) = io.split();
+                let ports = Ports {
+                    out,
+                    issuers,
+                    terminals,
+                };
+                tokio::select! {
+                    biased;
+                    () = tokio::time::sleep_until(wake) => {
+                        self.on_tick(&ports, Instant::now()).await;
+                    }
+                    _ = report.tick() => {
+                        if self.counts != last {
+                            last = self.counts;
+                            let c = self.counts;
+                            tracing::info!(
+                                forwarded = c.forwarded, replied = c.replied, timeouts = c.timeouts,
+                                no_route = c.no_route, duplicates = c.duplicates, unmatched = c.unmatched,
+                                reversals = c.reversals, reversals_acked = c.reversals_acked,
+                                reversals_queued = self.reversals.len(), failovers = c.failovers,
+                                "conductor"
+                            );
+                        }
+                    }
+                    m = input.recv() => {
+                        let Some(msg) = m else { break };
+                        let now = Instant::now();
+                        let mti = Self::mti(&msg.data);
+                        if msg.meta.get("error.reason").is_some() && msg.meta.get(META_TARGET).is_some() {
+                            self.on_send_failure(msg, &ports, now).await;
+                        } else if is_response(mti) {
+                            self.on_response(msg, &ports, now).await;
+                        } else {
+                            self.on_request(msg, &ports, now).await;
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mti_classes_pair_requests_responses_and_repeats() {
+        assert_eq!(mti_class("0100").as_deref(), Some("010"));
+        assert_eq!(mti_class("0110").as_deref(), Some("010"));
+        assert_eq!(mti_class("0420").as_deref(), Some("042"));
+        assert_eq!(mti_class("0421").as_deref(), Some("042"));
+        assert_eq!(mti_class("0430").as_deref(), Some("042"));
+        assert_eq!(mti_class("01x0"), None);
+        assert!(is_response("0110") && is_response("0430") && !is_response("0421"));
+    }
+}

@@ -30,6 +30,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use super::{META_CONN, META_HEADER, META_PEER, META_TARGET, default_spec, hex, load_spec, unhex};
 
@@ -538,7 +539,7 @@ impl ServerGear {
                         let r = connection(stream, conn, Arc::clone(&peer), framing, &events, wrx, None).await;
                         closed(&bad, "terminal", &peer, &r);
                         let _ = events.send(Event::Down { conn }).await;
-                    });
+                    }.in_current_span());
                 }
                 ev = events.recv() => match ev {
                     Some(Event::Frame { conn, peer, header, message }) => {
@@ -775,17 +776,20 @@ impl ClientGear {
         for (t, (_, addr, n)) in self.targets.iter().enumerate() {
             for c in 0..*n {
                 let base = (u64::try_from(t * 1000 + c).unwrap_or(0)) << 32;
-                tasks.spawn(keep_connected(
-                    base,
-                    t,
-                    *addr,
-                    self.framing,
-                    Arc::clone(&self.spec),
-                    self.keepalive,
-                    events_tx.clone(),
-                    Arc::clone(&self.bad),
-                    cancel.clone(),
-                ));
+                tasks.spawn(
+                    keep_connected(
+                        base,
+                        t,
+                        *addr,
+                        self.framing,
+                        Arc::clone(&self.spec),
+                        self.keepalive,
+                        events_tx.clone(),
+                        Arc::clone(&self.bad),
+                        cancel.clone(),
+                    )
+                    .in_current_span(),
+                );
             }
         }
         drop(events_tx);

@@ -5,6 +5,7 @@
 //! `iso8583_codec` (encode) → `iso8583_io` (client) and back.
 
 pub(crate) mod codec;
+pub(crate) mod conductor;
 pub(crate) mod io;
 
 use std::path::Path;
