@@ -1,0 +1,273 @@
+//! The example payment switch (`examples/payment-switch.yaml`) end to end,
+//! with real parts: two `fluxrig iso8583 issuer` simulators, the Rack
+//! (`fluxrig run`), a pyiso8583 terminal and `fluxrig iso8583 load`. Every
+//! address is moved to a free loopback port.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fluxrig_test_support::{ChildGuard, free_port, python};
+use serde_json::Value as Json;
+
+/// This checkout's root (from this crate, so a shared target directory
+/// cannot point it at another checkout).
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn fluxrig() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_fluxrig"))
+}
+
+/// An issuer simulator logging to `log`, on a free port.
+fn issuer(log: &Path) -> (ChildGuard, u16) {
+    let mut cmd = fluxrig();
+    cmd.args(["iso8583", "issuer", "--listen", "127.0.0.1:0", "--log"])
+        .arg(log)
+        .stderr(Stdio::null());
+    let (guard, rest) = ChildGuard::spawn_and_wait_for(cmd, "listening on ");
+    let addr = rest.split_whitespace().next().unwrap();
+    (guard, addr.rsplit(':').next().unwrap().parse().unwrap())
+}
+
+/// Lines of a JSON-lines log (an empty list before the file exists).
+fn log_lines(path: &Path) -> Vec<Json> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < limit, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The example switch with two issuers, all on free ports.
+struct Switch {
+    _rack: ChildGuard,
+    _issuers: [ChildGuard; 2],
+    port: u16,
+    logs: [PathBuf; 2],
+    rack_log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Switch {
+    fn start() -> Switch {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = [dir.path().join("a.jsonl"), dir.path().join("b.jsonl")];
+        let (a, a_port) = issuer(&logs[0]);
+        let (b, b_port) = issuer(&logs[1]);
+        let port = free_port();
+        let example = std::fs::read_to_string(root().join("examples/payment-switch.yaml")).unwrap();
+        for addr in ["127.0.0.1:8583", "127.0.0.1:9583", "127.0.0.1:9584"] {
+            assert!(example.contains(addr), "the example no longer uses {addr}");
+        }
+        let scenario = example
+            .replace("127.0.0.1:8583", &format!("127.0.0.1:{port}"))
+            .replace("127.0.0.1:9583", &format!("127.0.0.1:{a_port}"))
+            .replace("127.0.0.1:9584", &format!("127.0.0.1:{b_port}"));
+        let file = dir.path().join("switch.yaml");
+        std::fs::write(&file, scenario).unwrap();
+        let rack_log = dir.path().join("rack.log");
+        let rack = fluxrig()
+            .arg("run")
+            .arg(&file)
+            .arg("--data")
+            .arg(dir.path().join("data"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&rack_log).unwrap())
+            .spawn()
+            .unwrap();
+        let rack = ChildGuard(rack);
+        wait_until("the switch to listen", Duration::from_secs(30), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        // Both pooled connections of each issuer have signed on (0800).
+        for log in &logs {
+            wait_until("issuer sign-ons", Duration::from_secs(30), || {
+                log_lines(log).iter().filter(|l| l["mti"] == "0800").count() >= 2
+            });
+        }
+        Switch {
+            _rack: rack,
+            _issuers: [a, b],
+            port,
+            logs,
+            rack_log,
+            _dir: dir,
+        }
+    }
+
+    fn terminal(&self, mode: &str) -> String {
+        let out = Command::new(python())
+            .arg(root().join("tests/python/switch_terminal.py"))
+            .args(["127.0.0.1", &self.port.to_string(), mode])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "terminal ({mode}) failed:\n{stdout}\n{}\nrack log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&self.rack_log).unwrap_or_default()
+        );
+        stdout
+    }
+
+    fn load(&self, args: &[&str]) -> Json {
+        let out = fluxrig()
+            .args(["iso8583", "load", "--target"])
+            .arg(format!("127.0.0.1:{}", self.port))
+            .args(args)
+            .arg("--json")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Business messages (not 0800) each issuer received.
+    fn received(&self, i: usize) -> Vec<Json> {
+        log_lines(&self.logs[i])
+            .into_iter()
+            .filter(|l| l["mti"] != "0800")
+            .collect()
+    }
+}
+
+#[test]
+fn a_pyiso8583_terminal_through_the_switch_and_a_duplicate_storm() {
+    let sw = Switch::start();
+    let out = sw.terminal("basic");
+    assert_eq!(out.matches("ok   ").count(), 7, "{out}");
+
+    // Routing by PAN prefix: 4… to issuer A, 5… to issuer B, 6… to nobody.
+    let a = sw.received(0);
+    let b = sw.received(1);
+    let stans = |l: &[Json], mti: &str| -> Vec<String> {
+        l.iter()
+            .filter(|m| m["mti"] == mti && m["terminal"] == "TERM0042")
+            .map(|m| m["stan"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(stans(&a, "0100"), ["000101", "000102", "000105"]);
+    assert_eq!(stans(&b, "0100"), ["000103"]);
+    assert!(
+        a.iter()
+            .chain(&b)
+            .all(|m| m["pan_masked"] != "601111******1117")
+    );
+    // The silent issuer got exactly one reversal for the timed-out request.
+    wait_until("the reversal", Duration::from_secs(10), || {
+        stans(&sw.received(0), "0420") == ["000105"]
+    });
+
+    // Every copy of the storm is answered, and each request reached an issuer once.
+    let out = sw.terminal("storm");
+    let sent: Vec<&str> = out
+        .lines()
+        .find_map(|l| l.strip_prefix("stans "))
+        .unwrap()
+        .split(',')
+        .collect();
+    assert_eq!(sent.len(), 40);
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for m in sw.received(0).iter().chain(&sw.received(1)) {
+        if m["mti"] == "0100" && m["terminal"] == "TERMSTRM" {
+            *seen
+                .entry(m["stan"].as_str().unwrap().to_owned())
+                .or_default() += 1;
+        }
+    }
+    for stan in sent {
+        assert_eq!(seen.get(stan), Some(&1), "stan {stan} forwarded {seen:?}");
+    }
+}
+
+#[test]
+fn two_hundred_terminals_under_load_never_get_a_wrong_reply() {
+    let sw = Switch::start();
+
+    // A garbage frame (length over the limit) closes only its connection.
+    let mut bad = TcpStream::connect(("127.0.0.1", sw.port)).unwrap();
+    bad.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    bad.write_all(&[0xFF, 0xFF, b'0', b'1']).unwrap();
+    let mut buf = [0_u8; 16];
+    assert_eq!(
+        bad.read(&mut buf).unwrap_or(0),
+        0,
+        "the bad connection is closed"
+    );
+
+    // 200 terminal connections; every 50th amount ends in 999 (the issuer
+    // stays silent: the switch answers 91 and reverses).
+    let r = sw.load(&[
+        "--tps",
+        "1000",
+        "--duration",
+        "3s",
+        "--concurrency",
+        "200",
+        "--no-answer-every",
+        "50",
+    ]);
+    let n = |k: &str| r[k].as_u64().unwrap();
+    assert_eq!(n("mismatches"), 0, "{r}");
+    assert_eq!(n("errors"), 0, "{r}");
+    assert_eq!(n("timeouts"), 0, "{r}");
+    assert!(n("sent") >= 2000, "{r}");
+    assert_eq!(n("received"), n("sent"), "{r}");
+    assert_eq!(n("approved") + n("declined"), n("received"), "{r}");
+
+    // One reversal per silent request, to the issuer that stayed silent.
+    let silent = |l: &[Json]| -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = l
+            .iter()
+            .filter(|m| m["mti"] == "0100" && m["amount"].as_str().unwrap().ends_with("999"))
+            .map(|m| (m["stan"].to_string(), m["terminal"].to_string()))
+            .collect();
+        v.sort();
+        v
+    };
+    let reversed = |l: &[Json]| -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = l
+            .iter()
+            .filter(|m| m["mti"] == "0420" || m["mti"] == "0421")
+            .map(|m| (m["stan"].to_string(), m["terminal"].to_string()))
+            .collect();
+        v.sort();
+        v
+    };
+    let expected = silent(&sw.received(0));
+    assert!(!expected.is_empty());
+    wait_until("every reversal", Duration::from_secs(15), || {
+        reversed(&sw.received(0)) == expected
+    });
+    // The load tool's PANs are all 4…: issuer B saw nothing but sign-ons.
+    assert!(sw.received(1).is_empty());
+
+    // The rack says it counted the bad connection.
+    let log = std::fs::read_to_string(&sw.rack_log).unwrap();
+    assert!(
+        BufReader::new(log.as_bytes())
+            .lines()
+            .any(|l| l.unwrap().contains("closed_for_bad_frames=1")),
+        "{log}"
+    );
+}
