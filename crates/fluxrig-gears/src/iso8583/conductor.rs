@@ -129,6 +129,10 @@ fn default_max_pending() -> usize {
     200_000
 }
 
+fn default_max_remembered() -> usize {
+    100_000
+}
+
 /// Config of the `conductor` gear.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -163,9 +167,12 @@ pub struct ConductorConfig {
     /// How long answered requests are remembered to answer duplicates.
     #[serde(default = "default_window")]
     pub duplicate_window: Duration,
-    /// Most requests pending at once; more are answered `timeout_code` at once.
+    /// Most requests pending at once; more are answered `duplicate_code` at once.
     #[serde(default = "default_max_pending")]
     pub max_pending: usize,
+    /// Most answers remembered for duplicates (the oldest are forgotten first).
+    #[serde(default = "default_max_remembered")]
+    pub max_remembered: usize,
 }
 
 /// The `conductor` gear type.
@@ -338,6 +345,7 @@ impl GearKind for Conductor {
             reversal_retry: config.reversal_retry.get(),
             window: config.duplicate_window.get(),
             max_pending: config.max_pending,
+            max_remembered: config.max_remembered,
             pending: HashMap::new(),
             deadlines: VecDeque::new(),
             seen: HashMap::new(),
@@ -481,6 +489,7 @@ struct ConductorGear {
     reversal_retry: StdDuration,
     window: StdDuration,
     max_pending: usize,
+    max_remembered: usize,
     /// By issuer-leg key.
     pending: HashMap<String, Pending>,
     /// (deadline, issuer key, seq), in deadline order (the timeout is constant).
@@ -667,6 +676,13 @@ impl ConductorGear {
         a.raw = None;
         self.seen.insert(term_key.clone(), Seen::Done(Box::new(a)));
         self.seen_order.push_back((now + self.window, term_key));
+        while self.seen_order.len() > self.max_remembered {
+            if let Some((_, k)) = self.seen_order.pop_front()
+                && matches!(self.seen.get(&k), Some(Seen::Done(_)))
+            {
+                self.seen.remove(&k);
+            }
+        }
     }
 
     async fn on_request(&mut self, msg: FluxMsg, io: &Ports<'_>, now: Instant) {
@@ -978,7 +994,202 @@ impl Gear for ConductorGear {
 
 #[cfg(test)]
 mod tests {
+    use fluxrig_gear::Typed;
+    use fluxrig_gear::testkit::TestKit;
+    use fluxrig_iso8583::{MessageBuilder, to_value};
+    use fluxrig_msg::FluxId;
+
     use super::*;
+
+    const CONFIG: &str =
+        "routes:\n  - {pan_prefix: ['4'], to: visa}\ngroups:\n  visa: {targets: [a]}\n";
+
+    /// A decoded message with `meta`.
+    fn msg(
+        mti: &str,
+        pan: &str,
+        stan: &str,
+        terminal: &str,
+        code: Option<&str>,
+        meta: &[(&str, &str)],
+    ) -> FluxMsg {
+        let spec = fluxrig_iso8583::bundled::bundled("iso8583-1987-ascii")
+            .unwrap()
+            .unwrap();
+        let mut b = MessageBuilder::new();
+        b.set_mti(mti)
+            .set(2, pan)
+            .set(3, "000000")
+            .set(4, "000000000100")
+            .set(7, "1127101530")
+            .set(11, stan)
+            .set(41, terminal)
+            .set(49, "978");
+        if let Some(c) = code {
+            b.set(39, c);
+        }
+        let raw = spec.encode_to_vec(&b).unwrap();
+        let mut m = FluxMsg::new(FluxId::default(), to_value(&spec.decode(&raw).unwrap()));
+        for (k, v) in meta {
+            m.meta.insert(*k, *v);
+        }
+        m
+    }
+
+    fn field<'m>(m: &'m FluxMsg, path: &[&str]) -> Option<&'m str> {
+        path.iter()
+            .try_fold(&m.data, |v, k| v.get(k))
+            .and_then(Value::as_str)
+    }
+
+    #[tokio::test]
+    async fn replies_reach_only_their_terminal_and_duplicates_are_not_forwarded() {
+        let visa = "4111111111111111";
+        let inputs = vec![
+            msg(
+                "0100",
+                visa,
+                "000001",
+                "TERM0001",
+                None,
+                &[(META_CONN, "1")],
+            ),
+            // Same STAN and time, another terminal: another transaction.
+            msg(
+                "0100",
+                visa,
+                "000001",
+                "TERM0002",
+                None,
+                &[(META_CONN, "2")],
+            ),
+            msg(
+                "0110",
+                visa,
+                "000001",
+                "TERM0002",
+                Some("00"),
+                &[(META_TARGET, "a")],
+            ),
+            // From a target the request did not go to: dropped.
+            msg(
+                "0110",
+                visa,
+                "000001",
+                "TERM0001",
+                Some("00"),
+                &[(META_TARGET, "b")],
+            ),
+            msg(
+                "0110",
+                visa,
+                "000001",
+                "TERM0001",
+                Some("51"),
+                &[(META_TARGET, "a")],
+            ),
+            // A duplicate of an answered request: the same answer, to its own connection.
+            msg(
+                "0100",
+                visa,
+                "000001",
+                "TERM0001",
+                None,
+                &[(META_CONN, "3")],
+            ),
+            msg(
+                "0100",
+                "6011111111111117",
+                "000002",
+                "TERM0001",
+                None,
+                &[(META_CONN, "5")],
+            ),
+            // A late copy of a reply already delivered: dropped.
+            msg(
+                "0110",
+                visa,
+                "000001",
+                "TERM0001",
+                Some("00"),
+                &[(META_TARGET, "a")],
+            ),
+            msg(
+                "0100",
+                visa,
+                "000003",
+                "TERM0001",
+                None,
+                &[(META_CONN, "1")],
+            ),
+            // A duplicate while the original is in flight: 94.
+            msg(
+                "0100",
+                visa,
+                "000003",
+                "TERM0001",
+                None,
+                &[(META_CONN, "4")],
+            ),
+            // A terminal's echo is answered here.
+            msg(
+                "0800",
+                visa,
+                "000004",
+                "TERM0001",
+                None,
+                &[(META_CONN, "1")],
+            ),
+        ];
+        let kind = Typed::<Conductor>::new();
+        let run = TestKit::new(&kind, CONFIG)
+            .inputs(inputs)
+            .run()
+            .await
+            .unwrap();
+        run.result.unwrap();
+
+        let fwd = &run.outputs["issuers"];
+        let fwd_keys: Vec<_> = fwd
+            .iter()
+            .map(|m| (field(m, &["trace", "stan"]), field(m, &["terminal", "id"])))
+            .collect();
+        assert_eq!(
+            fwd_keys,
+            [
+                (Some("000001"), Some("TERM0001")),
+                (Some("000001"), Some("TERM0002")),
+                (Some("000003"), Some("TERM0001")),
+            ]
+        );
+        assert!(
+            fwd.iter()
+                .all(|m| m.meta.get(META_TARGET) == Some("a") && m.meta.get(META_CONN).is_none())
+        );
+
+        let replies: Vec<_> = run.outputs["terminals"]
+            .iter()
+            .map(|m| {
+                (
+                    m.meta.get(META_CONN).unwrap(),
+                    field(m, &["mti"]).unwrap(),
+                    field(m, &["terminal", "id"]).unwrap_or("-"),
+                    field(m, &["response", "code"]).unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            replies,
+            [
+                ("2", "0110", "TERM0002", "00"),
+                ("1", "0110", "TERM0001", "51"),
+                ("3", "0110", "TERM0001", "51"),
+                ("5", "0110", "TERM0001", "15"),
+                ("4", "0110", "TERM0001", "94"),
+                ("1", "0810", "TERM0001", "00"),
+            ]
+        );
+    }
 
     #[test]
     fn mti_classes_pair_requests_responses_and_repeats() {

@@ -21,7 +21,7 @@ use fluxrig_gear::{
 };
 use fluxrig_iso8583::framing::{Framing, LengthPrefix};
 use fluxrig_iso8583::net::{FrameReader, NetError};
-use fluxrig_iso8583::{MessageBuilder, Spec};
+use fluxrig_iso8583::{MessageBuilder, MtiEncoding, Spec};
 use fluxrig_msg::{FluxMsg, Value};
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -629,12 +629,15 @@ fn network_message(spec: &Spec, framing: &Framing, stan: u32, code: &str) -> Opt
     Some(Bytes::from(out))
 }
 
-/// True for messages the gear emits: everything but 08x0 network
-/// management answers, which answer our own sign-on and echoes.
+/// True for messages the gear emits: everything but 0810 answers, which
+/// answer our own sign-on and echoes. Reads only the MTI.
 fn is_business(spec: &Spec, message: &[u8]) -> bool {
-    spec.decode(message).map_or(true, |m| {
-        !(m.mti().starts_with("08") && m.mti().ends_with('0') && m.mti() != "0800")
-    })
+    let network_answer = match spec.mti_encoding() {
+        MtiEncoding::Ascii => message.get(..4) == Some(b"0810"),
+        MtiEncoding::Bcd => message.get(..2) == Some(&[0x08, 0x10]),
+        MtiEncoding::Ebcdic => message.get(..4) == Some(&[0xF0, 0xF8, 0xF1, 0xF0]),
+    };
+    !network_answer
 }
 
 /// Keeps one pooled connection to a target up, forever.
@@ -848,5 +851,52 @@ impl ClientGear {
 impl Gear for ClientGear {
     fn run<'a>(&'a mut self, io: &'a mut GearIo) -> BoxFuture<'a, Result<(), GearError>> {
         Box::pin(self.serve(io))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_0810s_stay_inside() {
+        let spec = fluxrig_iso8583::bundled::bundled("iso8583-1987-ascii")
+            .unwrap()
+            .unwrap();
+        let mut b = MessageBuilder::new();
+        b.set_mti("0810")
+            .set(7, "1127101530")
+            .set(11, "000001")
+            .set(39, "00")
+            .set(70, "301");
+        assert!(!is_business(spec, &spec.encode_to_vec(&b).unwrap()));
+        b.set_mti("0110");
+        assert!(is_business(spec, &spec.encode_to_vec(&b).unwrap()));
+        let f = network_message(spec, &Framing::default(), 7, "301").unwrap();
+        let (frame, _) = Framing::default().cut(&f).unwrap().unwrap();
+        let m = spec.decode(frame.message).unwrap();
+        assert_eq!(m.mti(), "0800");
+        assert_eq!(m.field(70).unwrap().text(), "301");
+        assert_eq!(m.field(7).unwrap().text().len(), 10);
+    }
+
+    #[test]
+    fn outgoing_frames_carry_the_header_from_meta() {
+        let framing = Framing {
+            prefix: LengthPrefix::Ascii4,
+            header_len: 5,
+            max_frame: 100,
+        };
+        let mut m = FluxMsg::new(fluxrig_msg::FluxId::default(), Value::Null);
+        m.raw = Some(Bytes::from_static(b"0810"));
+        m.meta.insert(META_HEADER, "6000010000");
+        assert_eq!(
+            &outgoing(&framing, &m).unwrap()[..],
+            b"0009\x60\x00\x01\x00\x000810"
+        );
+        m.meta.insert(META_HEADER, "60");
+        assert!(outgoing(&framing, &m).is_err());
+        m.meta.remove(META_HEADER);
+        assert_eq!(&outgoing(&framing, &m).unwrap()[..], b"0009\x00\x00\x00\x00\x000810");
     }
 }
