@@ -897,6 +897,9 @@ mod tests {
         m.meta.insert(META_HEADER, "60");
         assert!(outgoing(&framing, &m).is_err());
         m.meta.remove(META_HEADER);
-        assert_eq!(&outgoing(&framing, &m).unwrap()[..], b"0009\x00\x00\x00\x00\x000810");
+        assert_eq!(
+            &outgoing(&framing, &m).unwrap()[..],
+            b"0009\x00\x00\x00\x00\x000810"
+        );
     }
 }
