@@ -671,7 +671,12 @@ async fn keep_connected(
         let stream = match stream {
             Ok(s) => s,
             Err(e) => {
-                tracing::debug!(%addr, reason = %e, "issuer connection failed; retrying");
+                // Once per outage at WARN; the retries that follow at DEBUG.
+                if wait == ka.backoff {
+                    tracing::warn!(%addr, reason = %e, "issuer connection failed; retrying with backoff");
+                } else {
+                    tracing::debug!(%addr, reason = %e, "issuer connection failed; retrying");
+                }
                 tokio::select! {
                     () = cancel.cancelled() => return,
                     () = tokio::time::sleep(wait) => {}
