@@ -56,7 +56,7 @@ fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
 /// The example switch with two issuers, all on free ports.
 struct Switch {
     _rack: ChildGuard,
-    _issuers: [ChildGuard; 2],
+    issuers: Vec<Option<ChildGuard>>,
     port: u16,
     logs: [PathBuf; 2],
     rack_log: PathBuf,
@@ -65,6 +65,11 @@ struct Switch {
 
 impl Switch {
     fn start() -> Switch {
+        Switch::start_with(|s| s)
+    }
+
+    /// The example with `edit` applied to its text.
+    fn start_with(edit: impl FnOnce(String) -> String) -> Switch {
         let dir = tempfile::tempdir().unwrap();
         let logs = [dir.path().join("a.jsonl"), dir.path().join("b.jsonl")];
         let (a, a_port) = issuer(&logs[0]);
@@ -74,7 +79,7 @@ impl Switch {
         for addr in ["127.0.0.1:8583", "127.0.0.1:9583", "127.0.0.1:9584"] {
             assert!(example.contains(addr), "the example no longer uses {addr}");
         }
-        let scenario = example
+        let scenario = edit(example)
             .replace("127.0.0.1:8583", &format!("127.0.0.1:{port}"))
             .replace("127.0.0.1:9583", &format!("127.0.0.1:{a_port}"))
             .replace("127.0.0.1:9584", &format!("127.0.0.1:{b_port}"));
@@ -102,7 +107,7 @@ impl Switch {
         }
         Switch {
             _rack: rack,
-            _issuers: [a, b],
+            issuers: vec![Some(a), Some(b)],
             port,
             logs,
             rack_log,
@@ -127,19 +132,22 @@ impl Switch {
     }
 
     fn load(&self, args: &[&str]) -> Json {
-        let out = fluxrig()
-            .args(["iso8583", "load", "--target"])
-            .arg(format!("127.0.0.1:{}", self.port))
-            .args(args)
-            .arg("--json")
-            .output()
-            .unwrap();
+        let out = self.load_command(args).output().unwrap();
         assert!(
             out.status.success(),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
         serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn load_command(&self, args: &[&str]) -> Command {
+        let mut cmd = fluxrig();
+        cmd.args(["iso8583", "load", "--target"])
+            .arg(format!("127.0.0.1:{}", self.port))
+            .args(args)
+            .arg("--json");
+        cmd
     }
 
     /// Business messages (not 0800) each issuer received.
@@ -279,4 +287,40 @@ fn two_hundred_terminals_under_load_never_get_a_wrong_reply() {
             .any(|l| l.unwrap().contains("closed_for_bad_frames=1")),
         "{log}"
     );
+}
+
+#[test]
+fn an_issuer_killed_mid_load_fails_over_and_no_reply_is_lost() {
+    // Group A fails over to issuer B's simulator.
+    let mut sw = Switch::start_with(|s| {
+        s.replace(
+            "issuer_a: {targets: [a]}",
+            "issuer_a: {targets: [a, b], balance: failover}",
+        )
+    });
+    let load = sw
+        .load_command(&["--tps", "300", "--duration", "4s", "--concurrency", "20"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("traffic at issuer A", Duration::from_secs(20), || {
+        sw.received(0).len() > 100
+    });
+    drop(sw.issuers[0].take()); // kill -9 issuer A
+    let out = load.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Json = serde_json::from_slice(&out.stdout).unwrap();
+    let n = |k: &str| r[k].as_u64().unwrap();
+    // Every request got an answer: the issuer's, or 91 for those lost with A.
+    assert_eq!(n("mismatches"), 0, "{r}");
+    assert_eq!(n("errors"), 0, "{r}");
+    assert_eq!(n("timeouts"), 0, "{r}");
+    assert_eq!(n("received"), n("sent"), "{r}");
+    // After A died, the rest went to B.
+    assert!(sw.received(1).len() > 100, "{r}");
 }

@@ -41,6 +41,8 @@ pub enum Balance {
     Failover,
     /// Each target in turn; the next one when a target fails.
     RoundRobin,
+    /// The target with the fewest requests waiting for a reply.
+    LeastOutstanding,
 }
 
 /// A destination group: issuer-side targets of an `iso8583_io` client.
@@ -49,7 +51,7 @@ pub enum Balance {
 pub struct Group {
     /// Target names (the `targets[].name` of the `iso8583_io` client).
     pub targets: Vec<String>,
-    /// `failover` or `round_robin`.
+    /// `failover`, `round_robin` or `least_outstanding`.
     #[serde(default)]
     pub balance: Balance,
 }
@@ -197,7 +199,7 @@ impl GearKind for Conductor {
         `iso8583_io` client could not send (its `error` port, wired back here: the next target of the group is \
         tried).\n\n\
         A request is matched against `routes` in order (PAN prefix, MTI, element conditions) and goes out by \
-        `issuers` with meta `iso8583.target` set to a target of the rule's group (`failover` or `round_robin`). \
+        `issuers` with meta `iso8583.target` set to a target of the rule's group (`failover`, `round_robin` or `least_outstanding`). \
         No matching rule: the terminal is answered with DE 39 `no_route_code` (15). 0800 from terminals are \
         answered 0810 here.\n\n\
         Replies are correlated by `key` (default DE 11 + 7 + 32 + 41; on the issuer leg, the key elements the \
@@ -331,12 +333,14 @@ impl GearKind for Conductor {
             });
         }
         let down = vec![None; targets.len()];
+        let outstanding = vec![0; targets.len()];
         Ok(Box::new(ConductorGear {
             spec,
             routes,
             groups,
             targets,
             down,
+            outstanding,
             key: config.key.clone(),
             timeout: config.timeout.get(),
             timeout_code: config.timeout_code.clone(),
@@ -481,6 +485,8 @@ struct ConductorGear {
     targets: Vec<CompactString>,
     /// Until when a target is considered down (a send to it failed).
     down: Vec<Option<Instant>>,
+    /// Requests pending per target.
+    outstanding: Vec<usize>,
     key: Vec<u8>,
     timeout: StdDuration,
     timeout_code: String,
@@ -587,21 +593,31 @@ impl ConductorGear {
             .map(|r| r.group)
     }
 
+    /// Removes a pending request.
+    fn take_pending(&mut self, key: &str) -> Option<Pending> {
+        let p = self.pending.remove(key)?;
+        self.outstanding[p.target] = self.outstanding[p.target].saturating_sub(1);
+        Some(p)
+    }
+
     /// The next target of a group, skipping those tried and those down.
     fn pick(&mut self, group: usize, tried: &[usize], now: Instant) -> Option<usize> {
         let g = &mut self.groups[group];
         let n = g.targets.len();
         let start = match g.balance {
-            Balance::Failover => 0,
+            Balance::Failover | Balance::LeastOutstanding => 0,
             Balance::RoundRobin => {
                 g.next = (g.next + 1) % n;
                 g.next
             }
         };
-        let candidates: Vec<usize> = (0..n)
+        let mut candidates: Vec<usize> = (0..n)
             .map(|i| g.targets[(start + i) % n])
             .filter(|t| !tried.contains(t))
             .collect();
+        if g.balance == Balance::LeastOutstanding {
+            candidates.sort_by_key(|&t| self.outstanding[t]);
+        }
         candidates
             .iter()
             .copied()
@@ -735,6 +751,7 @@ impl ConductorGear {
         };
         self.seq += 1;
         let fwd = self.to_target(msg.clone(), target);
+        self.outstanding[target] += 1;
         self.pending.insert(
             issuer_key.clone(),
             Pending {
@@ -780,6 +797,8 @@ impl ConductorGear {
             Some(next) => {
                 self.counts.failovers += 1;
                 if let Some(p) = self.pending.get_mut(&issuer_key) {
+                    self.outstanding[p.target] = self.outstanding[p.target].saturating_sub(1);
+                    self.outstanding[next] += 1;
                     p.target = next;
                     p.tried.push(next);
                 }
@@ -788,7 +807,7 @@ impl ConductorGear {
             }
             None => {
                 // Every target failed: decline now (nothing reached an issuer).
-                if let Some(p) = self.pending.remove(&issuer_key) {
+                if let Some(p) = self.take_pending(&issuer_key) {
                     let a = self.answer(&p.request, &self.timeout_code, io.out);
                     self.remember(p.term_key, &a, now);
                     io.out.emit(io.terminals, a).await;
@@ -818,7 +837,7 @@ impl ConductorGear {
             self.unmatched(&mti);
             return;
         }
-        let Some(p) = self.pending.remove(&key) else {
+        let Some(p) = self.take_pending(&key) else {
             return;
         };
         let mut data = msg.data;
@@ -860,7 +879,7 @@ impl ConductorGear {
             if self.pending.get(&key).is_none_or(|p| p.seq != seq) {
                 continue;
             }
-            let Some(p) = self.pending.remove(&key) else {
+            let Some(p) = self.take_pending(&key) else {
                 continue;
             };
             self.counts.timeouts += 1;
