@@ -332,6 +332,23 @@ impl GearKind for Conductor {
                 group,
             });
         }
+        // Per request class, the key elements its response echoes.
+        let mut issuer_key_elements = HashMap::new();
+        for (mti, rule) in spec.messages() {
+            if let Some(class) = mti_class(mti)
+                && !is_response(mti)
+                && !rule.echo.is_empty()
+            {
+                issuer_key_elements.entry(class).or_insert_with(|| {
+                    config
+                        .key
+                        .iter()
+                        .copied()
+                        .filter(|n| rule.echo.contains(n))
+                        .collect::<Vec<u8>>()
+                });
+            }
+        }
         let down = vec![None; targets.len()];
         let outstanding = vec![0; targets.len()];
         Ok(Box::new(ConductorGear {
@@ -342,6 +359,7 @@ impl GearKind for Conductor {
             down,
             outstanding,
             key: config.key.clone(),
+            issuer_key_elements,
             timeout: config.timeout.get(),
             timeout_code: config.timeout_code.clone(),
             no_route_code: config.no_route_code.clone(),
@@ -488,6 +506,8 @@ struct ConductorGear {
     /// Requests pending per target.
     outstanding: Vec<usize>,
     key: Vec<u8>,
+    /// The key elements on the issuer leg, by request class (`010`).
+    issuer_key_elements: HashMap<String, Vec<u8>>,
     timeout: StdDuration,
     timeout_code: String,
     no_route_code: String,
@@ -554,18 +574,9 @@ impl ConductorGear {
 
     /// The issuer-leg key: the key elements a response to `class` echoes.
     fn issuer_key(&self, class: &str, data: &Value) -> String {
-        let echo = self
-            .spec
-            .messages()
-            .find(|(m, _)| mti_class(m).as_deref() == Some(class) && !is_response(m))
-            .map(|(_, r)| r.echo.clone());
-        match echo {
-            Some(e) if !e.is_empty() => self.key_of(
-                class,
-                data,
-                self.key.iter().copied().filter(|n| e.contains(n)),
-            ),
-            _ => self.term_key(class, data),
+        match self.issuer_key_elements.get(class) {
+            Some(e) => self.key_of(class, data, e.iter().copied()),
+            None => self.term_key(class, data),
         }
     }
 
