@@ -324,3 +324,214 @@ fn an_issuer_killed_mid_load_fails_over_and_no_reply_is_lost() {
     // After A died, the rest went to B.
     assert!(sw.received(1).len() > 100, "{r}");
 }
+
+/// Runs `openssl` with `args` in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate.
+fn certificates(dir: &Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=fluxrig test CA",
+    ]);
+    openssl(dir, &ca);
+    for (name, ext) in [
+        (
+            "server",
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        ),
+        ("client", "extendedKeyUsage=clientAuth\n"),
+    ] {
+        std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+        let (key, csr, pem, extf, subj) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+            format!("{name}.ext"),
+            format!("/CN=fluxrig test {name}"),
+        );
+        let mut req = vec!["req"];
+        req.extend(ec);
+        req.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+        openssl(dir, &req);
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                &extf,
+            ],
+        );
+    }
+}
+
+#[test]
+fn tls_with_client_certificates_between_the_switch_and_an_issuer() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    certificates(d);
+
+    // The issuer: a Rack that answers every request 00 over TLS, and
+    // requires a client certificate (mTLS).
+    let issuer_port = free_port();
+    let issuer = format!(
+        "meta: {{name: tls-issuer, version: 1.0.0}}
+gears:
+  - name: net
+    type: iso8583_io
+    config: {{mode: server, listen: '127.0.0.1:{issuer_port}', tls: {{cert: server.pem, key: server.key, ca: ca.pem}}}}
+  - {{name: decode, type: iso8583_codec, config: {{direction: decode}}}}
+  - name: answer
+    type: map
+    config: {{source: '.mti = if .mti == \"0800\" {{ \"0810\" }} else {{ \"0110\" }}; .response.code = \"00\"'}}
+  - {{name: encode, type: iso8583_codec, config: {{direction: encode}}}}
+wires:
+  - {{from: net.out, to: decode.in}}
+  - {{from: decode.out, to: answer.in}}
+  - {{from: answer.out, to: encode.in}}
+  - {{from: encode.out, to: net.in, cycle: true}}
+"
+    );
+    std::fs::write(d.join("issuer.yaml"), issuer).unwrap();
+    let issuer_log = d.join("issuer.log");
+    let _issuer = ChildGuard(
+        fluxrig()
+            .arg("run")
+            .arg(d.join("issuer.yaml"))
+            .arg("--data")
+            .arg(d.join("issuer-data"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&issuer_log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("the TLS issuer", Duration::from_secs(30), || {
+        TcpStream::connect(("127.0.0.1", issuer_port)).is_ok()
+    });
+
+    // A client without a certificate is refused.
+    let refused = Command::new(python())
+        .arg("-c")
+        .arg(
+            "import socket, ssl, sys\n\
+             ctx = ssl.create_default_context(cafile=sys.argv[1])\n\
+             s = ctx.wrap_socket(socket.create_connection(('127.0.0.1', int(sys.argv[2])), timeout=10), server_hostname='127.0.0.1')\n\
+             try:\n    s.sendall(bytes.fromhex('0004') + b'0800')\n    print('read', len(s.recv(64)))\n\
+             except (ssl.SSLError, ConnectionError) as e:\n    print('refused', type(e).__name__)\n",
+        )
+        .arg(d.join("ca.pem"))
+        .arg(issuer_port.to_string())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&refused.stdout);
+    assert!(
+        said.starts_with("refused") || said.starts_with("read 0"),
+        "{said}{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    // The example switch, its issuer A over mTLS.
+    let port = free_port();
+    let tls = format!(
+        "      mode: client\n      tls: {{ca: '{0}/ca.pem', cert: '{0}/client.pem', key: '{0}/client.key'}}\n",
+        d.display()
+    );
+    let example = std::fs::read_to_string(root().join("examples/payment-switch.yaml")).unwrap();
+    assert!(example.contains("      mode: client\n"));
+    let scenario = example
+        .replace("      mode: client\n", &tls)
+        .replace("127.0.0.1:8583", &format!("127.0.0.1:{port}"))
+        .replace("127.0.0.1:9583", &format!("127.0.0.1:{issuer_port}"))
+        .replace("127.0.0.1:9584", &format!("127.0.0.1:{}", free_port()));
+    std::fs::write(d.join("switch.yaml"), scenario).unwrap();
+    let rack_log = d.join("switch.log");
+    let _rack = ChildGuard(
+        fluxrig()
+            .arg("run")
+            .arg(d.join("switch.yaml"))
+            .arg("--data")
+            .arg(d.join("switch-data"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&rack_log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until(
+        "the switch's TLS connections",
+        Duration::from_secs(30),
+        || {
+            std::fs::read_to_string(&rack_log)
+                .unwrap_or_default()
+                .matches("issuer connection up")
+                .count()
+                >= 2
+        },
+    );
+    let out = fluxrig()
+        .args(["iso8583", "load", "--target"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args([
+            "--tps",
+            "200",
+            "--duration",
+            "2s",
+            "--concurrency",
+            "4",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Json = serde_json::from_slice(&out.stdout).unwrap();
+    let n = |k: &str| r[k].as_u64().unwrap();
+    assert_eq!(n("mismatches"), 0, "{r}");
+    assert!(n("sent") >= 300, "{r}");
+    assert_eq!(
+        n("approved"),
+        n("sent"),
+        "{r}\n{}",
+        std::fs::read_to_string(&issuer_log).unwrap_or_default()
+    );
+}

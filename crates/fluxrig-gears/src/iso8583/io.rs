@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration as StdDuration, SystemTime, UNIX_EPOCH};
@@ -101,6 +102,28 @@ fn default_true() -> bool {
     true
 }
 
+/// TLS of the connections.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain this side presents: required for a server; for
+    /// a client, its certificate for mTLS.
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `cert`.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// PEM CA certificates. Client: the CAs that sign the issuers'
+    /// certificates (required). Server: when set, terminals must present a
+    /// certificate signed by one of them (mTLS).
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Client: the name checked in the issuers' certificates (default: the
+    /// IP address of each target, checked as such).
+    #[serde(default)]
+    pub server_name: Option<String>,
+}
+
 /// Config of the `iso8583_io` gear.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -142,6 +165,9 @@ pub struct Iso8583IoConfig {
     /// Client: longest wait between reconnection attempts.
     #[serde(default = "default_max_backoff")]
     pub max_backoff: Duration,
+    /// TLS (and mTLS) on every connection; plain TCP when absent.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
 }
 
 impl Iso8583IoConfig {
@@ -188,7 +214,10 @@ impl GearKind for Iso8583Io {
         turn; with no connection up it goes to `error` (a `conductor` wired to it fails over). Replies \
         leave by `out` with `iso8583.target` and `iso8583.conn` set.\n\n\
         A frame over `max_frame` or with a bad length prefix closes that connection only; such closes are \
-        counted and logged (WARN, without content).";
+        counted and logged (WARN, without content).\n\n\
+        **TLS** (`tls`, rustls): a server presents `cert`/`key` and, with `ca`, requires terminals to present \
+        a certificate signed by it (mTLS); a client trusts `ca` and presents `cert`/`key` when given (mTLS). \
+        Files are PEM, relative to the scenario.";
     const EXAMPLE: &'static str = "- name: terminals\n  type: iso8583_io\n  config: {mode: server, listen: 127.0.0.1:8583, length_prefix: 2be}\n- name: issuers\n  type: iso8583_io\n  config:\n    mode: client\n    targets: [{name: visa, address: 127.0.0.1:9583, connections: 2}]";
 
     fn ports(config: &Iso8583IoConfig) -> Vec<PortSpec> {
@@ -222,6 +251,41 @@ impl GearKind for Iso8583Io {
                 "max_frame",
                 format!("must be above header_len and at most {cap} for this length prefix"),
             ));
+        }
+        if let Some(tls) = &config.tls {
+            let need = match config.mode {
+                IoMode::Server => [("cert", &tls.cert), ("key", &tls.key)],
+                IoMode::Client => [("ca", &tls.ca), ("ca", &tls.ca)],
+            };
+            for (name, v) in need {
+                if v.is_none() && !issues.iter().any(|i| i.path == format!("tls.{name}")) {
+                    issues.push(ConfigIssue::new(
+                        format!("tls.{name}"),
+                        "required in this mode",
+                    ));
+                }
+            }
+            if tls.cert.is_some() != tls.key.is_some() {
+                issues.push(ConfigIssue::new("tls", "`cert` and `key` go together"));
+            }
+            for (name, v) in [("cert", &tls.cert), ("key", &tls.key), ("ca", &tls.ca)] {
+                if let Some(p) = v {
+                    let path = if p.is_absolute() {
+                        p.clone()
+                    } else {
+                        ctx.base_dir.join(p)
+                    };
+                    if !path.is_file() {
+                        issues.push(ConfigIssue::new(
+                            format!("tls.{name}"),
+                            format!("no file {}", path.display()),
+                        ));
+                    }
+                }
+            }
+            if config.mode == IoMode::Server && tls.server_name.is_some() {
+                issues.push(ConfigIssue::new("tls.server_name", "only for a client"));
+            }
         }
         match config.mode {
             IoMode::Server => match &config.listen {
@@ -267,8 +331,13 @@ impl GearKind for Iso8583Io {
                 let l = std::net::TcpListener::bind(addr)
                     .and_then(|l| l.set_nonblocking(true).map(|()| l))
                     .map_err(|e| BuildError(format!("cannot listen on {addr}: {e}")))?;
+                let tls = match &config.tls {
+                    Some(t) => Some(tls::acceptor(t, ctx).map_err(BuildError)?),
+                    None => None,
+                };
                 Ok(Box::new(ServerGear {
                     addr,
+                    tls,
                     listener: Some(l),
                     framing,
                     max_connections: config.max_connections.max(1),
@@ -287,7 +356,14 @@ impl GearKind for Iso8583Io {
                     })
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(BuildError)?;
+                let tls = match &config.tls {
+                    Some(t) => Some(tls::connector(t, ctx).map_err(BuildError)?),
+                    None => None,
+                };
+                let server_name = config.tls.as_ref().and_then(|t| t.server_name.clone());
                 Ok(Box::new(ClientGear {
+                    tls,
+                    server_name,
                     targets,
                     framing,
                     spec,
@@ -323,6 +399,17 @@ enum Event {
     Down { conn: u64 },
 }
 
+/// A connection's byte stream: TCP, or TLS over TCP.
+pub(crate) trait Stream:
+    tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send
+{
+}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
+/// How long a TLS handshake may take.
+const HANDSHAKE: StdDuration = StdDuration::from_secs(10);
+
 /// Decides whether a frame read is emitted (false: consumed by the gear).
 type FrameFilter = dyn Fn(&[u8]) -> bool + Sync;
 
@@ -332,7 +419,7 @@ const WRITER_QUEUE: usize = 1024;
 /// Runs one connection: frames read go to `events`, frames from its
 /// writer queue are written. Returns why it ended (`Ok` for a clean close).
 async fn connection(
-    stream: TcpStream,
+    stream: Box<dyn Stream>,
     conn: u64,
     peer: Arc<str>,
     framing: Framing,
@@ -340,8 +427,7 @@ async fn connection(
     mut writes: mpsc::Receiver<Bytes>,
     filter: Option<&FrameFilter>,
 ) -> Result<(), NetError> {
-    let _ = stream.set_nodelay(true);
-    let (rd, mut wr) = stream.into_split();
+    let (rd, mut wr) = tokio::io::split(stream);
     let mut reader = FrameReader::new(rd, framing);
     let mut out = Vec::with_capacity(4096);
     loop {
@@ -461,6 +547,7 @@ fn outgoing(framing: &Framing, msg: &FluxMsg) -> Result<Bytes, String> {
 
 struct ServerGear {
     addr: SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     listener: Option<std::net::TcpListener>,
     framing: Framing,
     max_connections: usize,
@@ -534,8 +621,26 @@ impl ServerGear {
                     conns.insert(conn, wtx);
                     let events = events_tx.clone();
                     let bad = Arc::clone(&self.bad);
+                    let tls = self.tls.clone();
                     tasks.spawn(async move {
                         let peer: Arc<str> = peer.to_string().into();
+                        let _ = stream.set_nodelay(true);
+                        let stream: Box<dyn Stream> = match tls {
+                            None => Box::new(stream),
+                            Some(acceptor) => match tokio::time::timeout(HANDSHAKE, acceptor.accept(stream)).await {
+                                Ok(Ok(s)) => Box::new(s),
+                                Ok(Err(e)) => {
+                                    tracing::warn!(%peer, reason = %e, "terminal TLS handshake failed");
+                                    let _ = events.send(Event::Down { conn }).await;
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::warn!(%peer, "terminal TLS handshake timed out");
+                                    let _ = events.send(Event::Down { conn }).await;
+                                    return;
+                                }
+                            },
+                        };
                         let r = connection(stream, conn, Arc::clone(&peer), framing, &events, wrx, None).await;
                         closed(&bad, "terminal", &peer, &r);
                         let _ = events.send(Event::Down { conn }).await;
@@ -584,6 +689,8 @@ struct KeepAlive {
 }
 
 struct ClientGear {
+    tls: Option<tokio_rustls::TlsConnector>,
+    server_name: Option<String>,
     targets: Vec<(Arc<str>, SocketAddr, usize)>,
     framing: Framing,
     spec: Arc<Spec>,
@@ -652,6 +759,7 @@ async fn keep_connected(
     events: mpsc::Sender<Event>,
     bad: Arc<AtomicU64>,
     cancel: CancellationToken,
+    tls: Option<(tokio_rustls::TlsConnector, Option<String>)>,
 ) {
     let mut wait = ka.backoff;
     let mut attempt: u64 = 0;
@@ -667,6 +775,10 @@ async fn keep_connected(
         let stream = tokio::select! {
             () = cancel.cancelled() => return,
             s = TcpStream::connect(addr) => s,
+        };
+        let stream = match stream {
+            Ok(s) => secure(s, addr, tls.as_ref()).await,
+            Err(e) => Err(e),
         };
         let stream = match stream {
             Ok(s) => s,
@@ -733,6 +845,30 @@ async fn keep_connected(
     }
 }
 
+/// A connected socket, with TLS when configured.
+async fn secure(
+    tcp: TcpStream,
+    addr: SocketAddr,
+    tls: Option<&(tokio_rustls::TlsConnector, Option<String>)>,
+) -> std::io::Result<Box<dyn Stream>> {
+    let _ = tcp.set_nodelay(true);
+    let Some((connector, name)) = tls else {
+        return Ok(Box::new(tcp));
+    };
+    let name = match name {
+        Some(n) => tokio_rustls::rustls::pki_types::ServerName::try_from(n.clone())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
+        None => tokio_rustls::rustls::pki_types::ServerName::IpAddress(addr.ip().into()),
+    };
+    match tokio::time::timeout(HANDSHAKE, connector.connect(name, tcp)).await {
+        Ok(r) => Ok(Box::new(r?)),
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "TLS handshake timed out",
+        )),
+    }
+}
+
 /// Up connections of one target, used in turn.
 #[derive(Default)]
 struct Pool {
@@ -795,6 +931,7 @@ impl ClientGear {
                         events_tx.clone(),
                         Arc::clone(&self.bad),
                         cancel.clone(),
+                        self.tls.clone().map(|c| (c, self.server_name.clone())),
                     )
                     .in_current_span(),
                 );
@@ -906,5 +1043,86 @@ mod tests {
             &outgoing(&framing, &m).unwrap()[..],
             b"0009\x00\x00\x00\x00\x000810"
         );
+    }
+}
+
+/// rustls configs from PEM files.
+mod tls {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use fluxrig_gear::BuildContext;
+    use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls::server::WebPkiClientVerifier;
+    use tokio_rustls::rustls::{ClientConfig, RootCertStore, ServerConfig};
+    use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+    use super::TlsConfig;
+
+    fn certs(ctx: &BuildContext, path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+        let p = ctx.resolve(path);
+        let certs = CertificateDer::pem_file_iter(&p)
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .map_err(|e| format!("reading certificates from {}: {e}", p.display()))?;
+        if certs.is_empty() {
+            return Err(format!("no certificate in {}", p.display()));
+        }
+        Ok(certs)
+    }
+
+    fn key(ctx: &BuildContext, path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+        let p = ctx.resolve(path);
+        // The message names the file only: never key material.
+        PrivateKeyDer::from_pem_file(&p)
+            .map_err(|_| format!("no usable private key in {}", p.display()))
+    }
+
+    fn roots(ctx: &BuildContext, path: &Path) -> Result<RootCertStore, String> {
+        let mut roots = RootCertStore::empty();
+        for c in certs(ctx, path)? {
+            roots
+                .add(c)
+                .map_err(|e| format!("CA in {}: {e}", path.display()))?;
+        }
+        Ok(roots)
+    }
+
+    /// The server side: our certificate, and client certificates when `ca` is set.
+    pub(super) fn acceptor(t: &TlsConfig, ctx: &BuildContext) -> Result<TlsAcceptor, String> {
+        crate::tls::install_crypto_provider();
+        let (Some(cert), Some(key_path)) = (&t.cert, &t.key) else {
+            return Err("a TLS server needs `cert` and `key`".to_owned());
+        };
+        let builder = ServerConfig::builder();
+        let builder = match &t.ca {
+            Some(ca) => {
+                let verifier = WebPkiClientVerifier::builder(Arc::new(roots(ctx, ca)?))
+                    .build()
+                    .map_err(|e| format!("client verifier: {e}"))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let config = builder
+            .with_single_cert(certs(ctx, cert)?, key(ctx, key_path)?)
+            .map_err(|e| format!("server certificate: {e}"))?;
+        Ok(TlsAcceptor::from(Arc::new(config)))
+    }
+
+    /// The client side: the CAs to trust, and our certificate for mTLS.
+    pub(super) fn connector(t: &TlsConfig, ctx: &BuildContext) -> Result<TlsConnector, String> {
+        crate::tls::install_crypto_provider();
+        let Some(ca) = &t.ca else {
+            return Err("a TLS client needs `ca`".to_owned());
+        };
+        let builder = ClientConfig::builder().with_root_certificates(roots(ctx, ca)?);
+        let config = match (&t.cert, &t.key) {
+            (Some(cert), Some(key_path)) => builder
+                .with_client_auth_cert(certs(ctx, cert)?, key(ctx, key_path)?)
+                .map_err(|e| format!("client certificate: {e}"))?,
+            _ => builder.with_no_client_auth(),
+        };
+        Ok(TlsConnector::from(Arc::new(config)))
     }
 }
