@@ -718,9 +718,25 @@ impl ConductorGear {
             io.out.fail(msg, "no valid MTI").await;
             return;
         };
+        let from_issuer = msg.meta.get(META_CONN).is_none();
         if class == "080" {
-            let a = self.answer(&msg, "00", io.out);
-            io.out.emit(io.terminals, a).await;
+            let mut a = self.answer(&msg, "00", io.out);
+            if from_issuer && let Some(t) = msg.meta.get(META_TARGET) {
+                // An issuer's echo: answered on its pool.
+                a.meta.insert(META_TARGET, t);
+                io.out.emit(io.issuers, a).await;
+            } else {
+                io.out.emit(io.terminals, a).await;
+            }
+            return;
+        }
+        if from_issuer {
+            io.out
+                .fail(
+                    msg,
+                    "a request without meta iso8583.conn: only terminals' requests are switched",
+                )
+                .await;
             return;
         }
         let term_key = self.term_key(&class, &msg.data);
@@ -1170,6 +1186,24 @@ mod tests {
                 None,
                 &[(META_CONN, "1")],
             ),
+            // So is an issuer's, on its own pool.
+            msg(
+                "0800",
+                visa,
+                "000005",
+                "TERM0001",
+                None,
+                &[(META_TARGET, "a")],
+            ),
+            // An issuer's other requests are not switched.
+            msg(
+                "0100",
+                visa,
+                "000006",
+                "TERM0001",
+                None,
+                &[(META_TARGET, "a")],
+            ),
         ];
         let kind = Typed::<Conductor>::new();
         let run = TestKit::new(&kind, CONFIG)
@@ -1180,7 +1214,7 @@ mod tests {
         run.result.unwrap();
 
         let fwd = &run.outputs["issuers"];
-        let fwd_keys: Vec<_> = fwd
+        let fwd_keys: Vec<_> = fwd[..3]
             .iter()
             .map(|m| (field(m, &["trace", "stan"]), field(m, &["terminal", "id"])))
             .collect();
@@ -1196,6 +1230,9 @@ mod tests {
             fwd.iter()
                 .all(|m| m.meta.get(META_TARGET) == Some("a") && m.meta.get(META_CONN).is_none())
         );
+        assert_eq!(fwd.len(), 4);
+        assert_eq!(field(&fwd[3], &["mti"]), Some("0810"));
+        assert_eq!(run.outputs["error"].len(), 1);
 
         let replies: Vec<_> = run.outputs["terminals"]
             .iter()
