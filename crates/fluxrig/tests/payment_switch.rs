@@ -223,6 +223,13 @@ fn two_hundred_terminals_under_load_never_get_a_wrong_reply() {
         "the bad connection is closed"
     );
 
+    // Idle connections, and one stuck inside a frame, do not hold anyone up.
+    let idle: Vec<TcpStream> = (0..300)
+        .map(|_| TcpStream::connect(("127.0.0.1", sw.port)).unwrap())
+        .collect();
+    let mut partial = TcpStream::connect(("127.0.0.1", sw.port)).unwrap();
+    partial.write_all(&[0x00, 0x64, b'0', b'1', b'0']).unwrap();
+
     // 200 terminal connections; every 50th amount ends in 999 (the issuer
     // stays silent: the switch answers 91 and reverses).
     let r = sw.load(&[
@@ -237,6 +244,7 @@ fn two_hundred_terminals_under_load_never_get_a_wrong_reply() {
         "--pan-prefixes",
         "411111,555555",
     ]);
+    drop((idle, partial));
     let n = |k: &str| r[k].as_u64().unwrap();
     assert_eq!(n("mismatches"), 0, "{r}");
     assert_eq!(n("errors"), 0, "{r}");
