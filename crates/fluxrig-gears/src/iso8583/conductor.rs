@@ -14,7 +14,8 @@
 //! The reversal queue sits behind [`ReversalQueue`]; the in-memory queue
 //! here does not survive a restart (a WAL-backed one will).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
@@ -403,7 +404,7 @@ pub trait ReversalQueue: Send {
     /// Reversals due at `now` (their `next_at` moves on by `retry`).
     fn due(&mut self, now: Instant, retry: StdDuration) -> Vec<Reversal>;
     /// The earliest `next_at`.
-    fn next_due(&self) -> Option<Instant>;
+    fn next_due(&mut self) -> Option<Instant>;
     /// Reversals waiting.
     fn len(&self) -> usize;
     /// True when none waits.
@@ -412,14 +413,33 @@ pub trait ReversalQueue: Send {
     }
 }
 
+/// Reversals sent again per tick at most, so a long outage's backlog
+/// drains in steps instead of flooding the issuer when it returns.
+const REVERSALS_PER_TICK: usize = 1000;
+
 /// The in-memory reversal queue (lost on restart).
 #[derive(Debug, Default)]
 pub struct MemoryReversals {
     by_key: HashMap<String, Reversal>,
+    /// (when, key) of every schedule; stale entries are skipped.
+    schedule: BinaryHeap<Reverse<(Instant, String)>>,
+}
+
+impl MemoryReversals {
+    /// Drops stale heads of the schedule (acknowledged or rescheduled).
+    fn settle(&mut self) {
+        while let Some(Reverse((at, key))) = self.schedule.peek() {
+            if self.by_key.get(key).is_some_and(|r| r.next_at == *at) {
+                break;
+            }
+            self.schedule.pop();
+        }
+    }
 }
 
 impl ReversalQueue for MemoryReversals {
     fn push(&mut self, r: Reversal) {
+        self.schedule.push(Reverse((r.next_at, r.key.clone())));
         self.by_key.insert(r.key.clone(), r);
     }
 
@@ -433,18 +453,30 @@ impl ReversalQueue for MemoryReversals {
 
     fn due(&mut self, now: Instant, retry: StdDuration) -> Vec<Reversal> {
         let mut out = Vec::new();
-        for r in self.by_key.values_mut() {
-            if r.next_at <= now {
+        while out.len() < REVERSALS_PER_TICK {
+            self.settle();
+            let Some(Reverse((at, _))) = self.schedule.peek() else {
+                break;
+            };
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((_, key))) = self.schedule.pop() else {
+                break;
+            };
+            if let Some(r) = self.by_key.get_mut(&key) {
                 r.attempts += 1;
                 r.next_at = now + retry;
                 out.push(r.clone());
+                self.schedule.push(Reverse((r.next_at, key)));
             }
         }
         out
     }
 
-    fn next_due(&self) -> Option<Instant> {
-        self.by_key.values().map(|r| r.next_at).min()
+    fn next_due(&mut self) -> Option<Instant> {
+        self.settle();
+        self.schedule.peek().map(|Reverse((at, _))| *at)
     }
 
     fn len(&self) -> usize {
@@ -963,7 +995,7 @@ impl ConductorGear {
         io.out.emit(io.issuers, msg).await;
     }
 
-    fn next_wake(&self) -> Instant {
+    fn next_wake(&mut self) -> Instant {
         let far = Instant::now() + StdDuration::from_hours(1);
         [
             self.deadlines.front().map(|d| d.0),
@@ -1001,8 +1033,9 @@ impl Gear for ConductorGear {
                     issuers,
                     terminals,
                 };
+                // Unbiased: neither a burst of input nor a backlog of due
+                // reversals starves the other.
                 tokio::select! {
-                    biased;
                     () = tokio::time::sleep_until(wake) => {
                         self.on_tick(&ports, Instant::now()).await;
                     }
@@ -1256,6 +1289,42 @@ mod tests {
                 ("1", "0810", "TERM0001", "00"),
             ]
         );
+    }
+
+    #[test]
+    fn the_memory_queue_repeats_due_reversals_until_acknowledged() {
+        let t0 = Instant::now();
+        let retry = StdDuration::from_secs(5);
+        let mut q = MemoryReversals::default();
+        let rev = |key: &str, target: usize, secs: u64| Reversal {
+            key: key.to_owned(),
+            target,
+            msg: FluxMsg::new(FluxId::default(), Value::Null),
+            attempts: 1,
+            next_at: t0 + StdDuration::from_secs(secs),
+        };
+        q.push(rev("a", 0, 5));
+        q.push(rev("b", 1, 3));
+        q.push(rev("c", 0, 9));
+        assert_eq!(q.next_due(), Some(t0 + StdDuration::from_secs(3)));
+        let due: Vec<_> = q
+            .due(t0 + StdDuration::from_secs(6), retry)
+            .into_iter()
+            .map(|r| (r.key, r.attempts))
+            .collect();
+        assert_eq!(due, [("b".to_owned(), 2), ("a".to_owned(), 2)]);
+        // A 0430 from another target acknowledges nothing.
+        assert!(q.ack("a", 1).is_none());
+        assert!(q.ack("a", 0).is_some());
+        assert_eq!(q.len(), 2);
+        assert_eq!(q.next_due(), Some(t0 + StdDuration::from_secs(9)));
+        let due: Vec<_> = q
+            .due(t0 + StdDuration::from_secs(12), retry)
+            .into_iter()
+            .map(|r| r.key)
+            .collect();
+        assert_eq!(due, ["c", "b"]);
+        assert!(q.due(t0 + StdDuration::from_secs(12), retry).is_empty());
     }
 
     #[test]
