@@ -511,8 +511,8 @@ struct Pending {
 enum Seen {
     /// Forwarded, no answer yet.
     InFlight,
-    /// Answered: the answer given.
-    Done(Box<FluxMsg>),
+    /// Answered: the `data` of the answer given (only that, to keep memory small).
+    Done(Box<Value>),
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -731,9 +731,8 @@ impl ConductorGear {
     }
 
     fn remember(&mut self, term_key: String, answer: &FluxMsg, now: Instant) {
-        let mut a = answer.clone();
-        a.raw = None;
-        self.seen.insert(term_key.clone(), Seen::Done(Box::new(a)));
+        self.seen
+            .insert(term_key.clone(), Seen::Done(Box::new(answer.data.clone())));
         self.seen_order.push_back((now + self.window, term_key));
         while self.seen_order.len() > self.max_remembered {
             if let Some((_, k)) = self.seen_order.pop_front()
@@ -775,7 +774,7 @@ impl ConductorGear {
         match self.seen.get(&term_key) {
             Some(Seen::Done(answer)) => {
                 self.counts.duplicates += 1;
-                let a = Self::to_terminal(&msg, answer.data.clone(), io.out);
+                let a = Self::to_terminal(&msg, (**answer).clone(), io.out);
                 io.out.emit(io.terminals, a).await;
                 return;
             }

@@ -407,6 +407,9 @@ pub(crate) trait Stream:
 
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
 
+/// How long an emit may still wait once the gear is told to stop.
+const STOP_GRACE: StdDuration = StdDuration::from_secs(2);
+
 /// How long a TLS handshake may take.
 const HANDSHAKE: StdDuration = StdDuration::from_secs(10);
 
@@ -489,11 +492,23 @@ async fn emit_draining<F>(
 {
     let send = out.send(msg);
     tokio::pin!(send);
+    // When the gear is told to stop, downstream may stop taking messages
+    // (a cycle drains in no particular order): wait a little, then give up
+    // on this one, loudly, rather than hold the Rack's stop forever.
+    let grace = async {
+        out.cancelled().await;
+        tokio::time::sleep(STOP_GRACE).await;
+    };
+    tokio::pin!(grace);
     let mut failed = Vec::new();
     loop {
         tokio::select! {
             biased;
             () = &mut send => break,
+            () = &mut grace => {
+                tracing::warn!("stopping: a message downstream did not take was dropped");
+                break;
+            }
             m = input.recv(), if *input_open => match m {
                 Some(m) => failed.extend(on_input(m)),
                 None => *input_open = false,
