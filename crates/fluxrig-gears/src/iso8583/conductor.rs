@@ -918,11 +918,15 @@ impl ConductorGear {
 
     fn unmatched(&mut self, mti: &str) {
         self.counts.unmatched += 1;
-        tracing::warn!(
-            mti,
-            unmatched = self.counts.unmatched,
-            "reply matches no pending request: dropped"
-        );
+        let n = self.counts.unmatched;
+        // Rate-limited: the 1st, 2nd, 4th, 8th… and then every 1000th.
+        if n.is_power_of_two() || n.is_multiple_of(1000) {
+            tracing::warn!(
+                mti,
+                unmatched = n,
+                "reply matches no pending request: dropped"
+            );
+        }
     }
 
     /// Timeouts, reversal repeats, forgetting old answers.

@@ -479,44 +479,61 @@ fn closed(bad: &AtomicU64, side: &str, peer: &str, r: &Result<(), NetError>) {
     }
 }
 
-/// Emits `msg` while still draining the input into `on_input`, so the gear
-/// never stops taking replies (or requests) because its output is full.
+/// Something the gear's main loop emits.
+enum Outgoing {
+    /// A message for `out`.
+    Send(FluxMsg),
+    /// A message that failed, for `error` (or the dead-letter log).
+    Fail(FluxMsg, String),
+}
+
+/// Emits `first` while still draining the input into `on_input` (whose
+/// failures are emitted the same way, in turn), so the gear never stops
+/// taking replies or requests because an output is full: in a cycle of
+/// wires that would be a deadlock.
 async fn emit_draining<F>(
     out: &Outputs,
     input: &mut Input<'_>,
     input_open: &mut bool,
-    msg: FluxMsg,
+    first: Outgoing,
     mut on_input: F,
 ) where
     F: FnMut(FluxMsg) -> Option<(FluxMsg, String)>,
 {
-    let send = out.send(msg);
-    tokio::pin!(send);
     // When the gear is told to stop, downstream may stop taking messages
-    // (a cycle drains in no particular order): wait a little, then give up
-    // on this one, loudly, rather than hold the Rack's stop forever.
+    // (a cycle drains in no particular order): wait a little, then give up,
+    // loudly, rather than hold the Rack's stop forever.
     let grace = async {
         out.cancelled().await;
         tokio::time::sleep(STOP_GRACE).await;
     };
     tokio::pin!(grace);
-    let mut failed = Vec::new();
-    loop {
-        tokio::select! {
-            biased;
-            () = &mut send => break,
-            () = &mut grace => {
-                tracing::warn!("stopping: a message downstream did not take was dropped");
-                break;
+    let mut queue = std::collections::VecDeque::from([first]);
+    while let Some(item) = queue.pop_front() {
+        let emit = async {
+            match item {
+                Outgoing::Send(m) => out.send(m).await,
+                Outgoing::Fail(m, reason) => out.fail(m, reason).await,
             }
-            m = input.recv(), if *input_open => match m {
-                Some(m) => failed.extend(on_input(m)),
-                None => *input_open = false,
-            },
+        };
+        tokio::pin!(emit);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut emit => break,
+                () = &mut grace => {
+                    tracing::warn!(
+                        dropped = queue.len() + 1,
+                        "stopping: messages downstream did not take were dropped"
+                    );
+                    return;
+                }
+                m = input.recv(), if *input_open => match m {
+                    Some(m) => queue.extend(on_input(m).map(|(m, r)| Outgoing::Fail(m, r))),
+                    None => *input_open = false,
+                },
+            }
         }
-    }
-    for (m, reason) in failed {
-        out.fail(m, reason).await;
     }
 }
 
@@ -620,12 +637,19 @@ impl ServerGear {
                 biased;
                 () = cancel.cancelled() => break,
                 m = input.recv(), if input_open => match m {
-                    Some(m) => {
-                        match reply(&framing, &conns, m) {
-                            None => out.delivered(1),
-                            Some((m, reason)) => out.fail(m, reason).await,
+                    Some(m) => match reply(&framing, &conns, m) {
+                        None => out.delivered(1),
+                        Some((m, reason)) => {
+                            emit_draining(out, &mut input, &mut input_open, Outgoing::Fail(m, reason), |m| {
+                                let r = reply(&framing, &conns, m);
+                                if r.is_none() {
+                                    out.delivered(1);
+                                }
+                                r
+                            })
+                            .await;
                         }
-                    }
+                    },
                     None => input_open = false,
                 },
                 accepted = listener.accept(), if conns.len() < self.max_connections => {
@@ -664,7 +688,7 @@ impl ServerGear {
                 ev = events.recv() => match ev {
                     Some(Event::Frame { conn, peer, header, message }) => {
                         let msg = frame_msg(out, &header, message, conn, &peer);
-                        emit_draining(out, &mut input, &mut input_open, msg, |m| {
+                        emit_draining(out, &mut input, &mut input_open, Outgoing::Send(msg), |m| {
                             let r = reply(&framing, &conns, m);
                             if r.is_none() {
                                 out.delivered(1);
@@ -922,7 +946,11 @@ fn dispatch(
         }
     }
     msg.meta.insert(META_TARGET, &*names[target].0);
-    let reason = format!("no connection up to target `{}`", names[target].0);
+    let reason = if pool.up.is_empty() {
+        format!("no connection up to target `{}`", names[target].0)
+    } else {
+        format!("every connection to target `{}` is full", names[target].0)
+    };
     Some((msg, reason))
 }
 
@@ -966,7 +994,16 @@ impl ClientGear {
                 m = input.recv(), if input_open => match m {
                     Some(m) => match dispatch(&framing, names, &mut pools, m) {
                         None => out.delivered(1),
-                        Some((m, reason)) => out.fail(m, reason).await,
+                        Some((m, reason)) => {
+                            emit_draining(out, &mut input, &mut input_open, Outgoing::Fail(m, reason), |m| {
+                                let r = dispatch(&framing, names, &mut pools, m);
+                                if r.is_none() {
+                                    out.delivered(1);
+                                }
+                                r
+                            })
+                            .await;
+                        }
                     },
                     None => input_open = false,
                 },
@@ -985,7 +1022,7 @@ impl ClientGear {
                         if let Some(&t) = conn_target.get(&conn) {
                             msg.meta.insert(META_TARGET, &*names[t].0);
                         }
-                        emit_draining(out, &mut input, &mut input_open, msg, |m| {
+                        emit_draining(out, &mut input, &mut input_open, Outgoing::Send(msg), |m| {
                             let r = dispatch(&framing, names, &mut pools, m);
                             if r.is_none() {
                                 out.delivered(1);
