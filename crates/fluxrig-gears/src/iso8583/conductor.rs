@@ -511,8 +511,9 @@ struct Pending {
 enum Seen {
     /// Forwarded, no answer yet.
     InFlight,
-    /// Answered: the `data` of the answer given (only that, to keep memory small).
-    Done(Box<Value>),
+    /// Answered: the `data` of the answer given, as CBOR (a few hundred
+    /// bytes in one allocation, where the tree takes dozens).
+    Done(Box<[u8]>),
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -731,8 +732,8 @@ impl ConductorGear {
     }
 
     fn remember(&mut self, term_key: String, answer: &FluxMsg, now: Instant) {
-        self.seen
-            .insert(term_key.clone(), Seen::Done(Box::new(answer.data.clone())));
+        let cbor = fluxrig_msg::cbor::to_vec(&answer.data).into_boxed_slice();
+        self.seen.insert(term_key.clone(), Seen::Done(cbor));
         self.seen_order.push_back((now + self.window, term_key));
         while self.seen_order.len() > self.max_remembered {
             if let Some((_, k)) = self.seen_order.pop_front()
@@ -774,7 +775,10 @@ impl ConductorGear {
         match self.seen.get(&term_key) {
             Some(Seen::Done(answer)) => {
                 self.counts.duplicates += 1;
-                let a = Self::to_terminal(&msg, (**answer).clone(), io.out);
+                // Our own encoding: it decodes (Null only if memory was corrupted).
+                let data = fluxrig_msg::cbor::from_slice(answer, fluxrig_msg::Limits::default())
+                    .unwrap_or(Value::Null);
+                let a = Self::to_terminal(&msg, data, io.out);
                 io.out.emit(io.terminals, a).await;
                 return;
             }
