@@ -276,6 +276,14 @@ impl Outputs {
         self.dead_letter(msg, reason);
     }
 
+    /// A message failed and must not wait for the `error` port (a gear that
+    /// may not block, e.g. with a full backlog): it goes straight to the
+    /// dead-letter log, counted as an error.
+    pub fn fail_now(&self, msg: FluxMsg, reason: impl fmt::Display) {
+        self.ctx.stats.add_error(1);
+        self.dead_letter(msg, reason.to_string());
+    }
+
     fn dead_letter(&self, msg: FluxMsg, reason: String) {
         self.ctx.stats.add_dead_letter();
         self.ctx.dead_letters.record(DeadLetter {

@@ -407,6 +407,9 @@ pub(crate) trait Stream:
 
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
 
+/// Failures held while an emit waits; more go to the dead-letter log.
+const MAX_QUEUED_FAILURES: usize = 4096;
+
 /// How long an emit may still wait once the gear is told to stop.
 const STOP_GRACE: StdDuration = StdDuration::from_secs(2);
 
@@ -529,7 +532,12 @@ async fn emit_draining<F>(
                     return;
                 }
                 m = input.recv(), if *input_open => match m {
-                    Some(m) => queue.extend(on_input(m).map(|(m, r)| Outgoing::Fail(m, r))),
+                    Some(m) => match on_input(m) {
+                        None => {}
+                        // Bounded: past the limit, failures skip the error port.
+                        Some((m, r)) if queue.len() >= MAX_QUEUED_FAILURES => out.fail_now(m, r),
+                        Some((m, r)) => queue.push_back(Outgoing::Fail(m, r)),
+                    },
                     None => *input_open = false,
                 },
             }
