@@ -81,16 +81,76 @@ pub struct IoParts {
 }
 
 /// A running gear's lanes and context.
+///
+/// Everything that emits lives on [`Outputs`] (reached through `Deref`);
+/// [`GearIo::split`] lends the input and the outputs separately, so a gear
+/// in a cycle of wires (request/reply) can keep draining its input while an
+/// emit waits for room, instead of deadlocking the cycle.
 #[derive(Debug)]
 pub struct GearIo {
     inbox: Option<Inbox>,
-    outputs: Vec<OutputPort>,
+    outs: Outputs,
+}
+
+/// The emitting half of a [`GearIo`]: output ports, context, failures.
+#[derive(Debug)]
+pub struct Outputs {
+    ports: Vec<OutputPort>,
     out: Option<PortRef>,
     error: Option<PortRef>,
     ctx: RunContext,
     /// Sinks with a journal: messages received and not yet delivered or
     /// failed, oldest first, with their prepared egress record.
     outstanding: Mutex<VecDeque<(FluxId, Option<bytes::Bytes>)>>,
+}
+
+/// The input half of a [`GearIo`] (see [`GearIo::split`]).
+#[derive(Debug)]
+pub struct Input<'a> {
+    inbox: Option<&'a mut Inbox>,
+    outs: &'a Outputs,
+}
+
+impl Input<'_> {
+    /// The next input message; `None` when every input wire is closed and
+    /// drained, or when the gear has no input. Cancel-safe. A sink with a
+    /// journal skips messages it completed before a restart.
+    pub async fn recv(&mut self) -> Option<FluxMsg> {
+        loop {
+            let m = self.inbox.as_mut()?.recv().await?;
+            if self.outs.admit(&m) {
+                self.outs.ctx.stats.add_in(1);
+                return Some(m);
+            }
+        }
+    }
+
+    /// Takes up to `max` more messages that are ready, without waiting.
+    pub fn try_recv_many(&mut self, out: &mut Vec<FluxMsg>, max: usize) -> usize {
+        let start = out.len();
+        let mut n = self.inbox.as_mut().map_or(0, |i| i.try_recv_many(out, max));
+        if self.outs.ctx.journal.is_some() {
+            let mut i = start;
+            while i < out.len() {
+                if self.outs.admit(&out[i]) {
+                    i += 1;
+                } else {
+                    out.remove(i);
+                    n -= 1;
+                }
+            }
+        }
+        self.outs.ctx.stats.add_in(n as u64);
+        n
+    }
+}
+
+impl std::ops::Deref for GearIo {
+    type Target = Outputs;
+
+    fn deref(&self) -> &Outputs {
+        &self.outs
+    }
 }
 
 /// Wall-clock time in Unix nanoseconds.
@@ -116,13 +176,45 @@ impl GearIo {
                 .map(PortRef)
         };
         GearIo {
-            out: find("out"),
-            error: find("error"),
             inbox: parts.inbox,
-            outputs: parts.outputs,
-            ctx: parts.ctx,
-            outstanding: Mutex::new(VecDeque::new()),
+            outs: Outputs {
+                out: find("out"),
+                error: find("error"),
+                ports: parts.outputs,
+                ctx: parts.ctx,
+                outstanding: Mutex::new(VecDeque::new()),
+            },
         }
+    }
+
+    /// The next input message; `None` when every input wire is closed and
+    /// drained (the gear should finish), or for a source.
+    pub async fn recv(&mut self) -> Option<FluxMsg> {
+        self.split().0.recv().await
+    }
+
+    /// Takes up to `max` more messages that are ready, without waiting.
+    pub fn try_recv_many(&mut self, out: &mut Vec<FluxMsg>, max: usize) -> usize {
+        self.split().0.try_recv_many(out, max)
+    }
+
+    /// The input and the outputs, borrowed separately: a gear may wait on
+    /// an emit and on its input in the same `select!`.
+    pub fn split(&mut self) -> (Input<'_>, &Outputs) {
+        (
+            Input {
+                inbox: self.inbox.as_mut(),
+                outs: &self.outs,
+            },
+            &self.outs,
+        )
+    }
+}
+
+impl Outputs {
+    /// The run context.
+    pub fn ctx(&self) -> &RunContext {
+        &self.ctx
     }
 
     fn outstanding(&self) -> std::sync::MutexGuard<'_, VecDeque<(FluxId, Option<bytes::Bytes>)>> {
@@ -146,48 +238,9 @@ impl GearIo {
         }
     }
 
-    /// The run context.
-    pub fn ctx(&self) -> &RunContext {
-        &self.ctx
-    }
-
-    /// The next input message; `None` when every input wire is closed and
-    /// drained (the gear should finish), or for a source.
-    pub async fn recv(&mut self) -> Option<FluxMsg> {
-        loop {
-            let m = self.inbox.as_mut()?.recv().await?;
-            if self.admit(&m) {
-                self.ctx.stats.add_in(1);
-                return Some(m);
-            }
-        }
-    }
-
-    /// Takes up to `max` more messages that are ready, without waiting.
-    pub fn try_recv_many(&mut self, out: &mut Vec<FluxMsg>, max: usize) -> usize {
-        let start = out.len();
-        let mut n = self.inbox.as_mut().map_or(0, |i| i.try_recv_many(out, max));
-        if self.ctx.journal.is_some() {
-            let mut i = start;
-            while i < out.len() {
-                if self.admit(&out[i]) {
-                    i += 1;
-                } else {
-                    out.remove(i);
-                    n -= 1;
-                }
-            }
-        }
-        self.ctx.stats.add_in(n as u64);
-        n
-    }
-
     /// The output port called `name`.
     pub fn port(&self, name: &str) -> Option<PortRef> {
-        self.outputs
-            .iter()
-            .position(|p| p.name == name)
-            .map(PortRef)
+        self.ports.iter().position(|p| p.name == name).map(PortRef)
     }
 
     /// A fresh fluxID from the Rack's generator.
@@ -240,7 +293,7 @@ impl GearIo {
         let id = msg.id;
         let durable = match &self.ctx.journal {
             None => Durable::ready(),
-            Some(j) => match j.ingress(&self.outputs[port.0].name, &msg).await {
+            Some(j) => match j.ingress(&self.ports[port.0].name, &msg).await {
                 Ok(Ingress::Recorded(d)) => d,
                 Ok(Ingress::Duplicate(first, d)) => return Ok((first, d)),
                 Err(e) => {
@@ -275,7 +328,7 @@ impl GearIo {
     }
 
     async fn deliver(&self, port: PortRef, mut msg: FluxMsg) {
-        let out = &self.outputs[port.0];
+        let out = &self.ports[port.0];
         if msg.path.len() >= MAX_PATH {
             msg.path.remove(1);
         }
@@ -371,7 +424,7 @@ impl GearIo {
         let reason = reason.to_string();
         self.settle_failed(msg.id).await;
         if let Some(port) = self.error
-            && !self.outputs[port.0].lanes.load().is_empty()
+            && !self.ports[port.0].lanes.load().is_empty()
         {
             msg.meta.insert("error.reason", reason.as_str());
             msg.meta.insert("error.gear", &*self.ctx.gear);
@@ -405,6 +458,14 @@ impl GearIo {
                 }])
                 .await;
         }
+    }
+
+    /// A message failed and must not wait for the `error` port (a gear that
+    /// may not block, e.g. with a full backlog): it goes straight to the
+    /// dead-letter log, counted as an error.
+    pub fn fail_now(&self, msg: FluxMsg, reason: impl fmt::Display) {
+        self.ctx.stats.add_error(1);
+        self.dead_letter(msg, reason.to_string());
     }
 
     fn dead_letter(&self, msg: FluxMsg, reason: String) {

@@ -31,7 +31,10 @@ use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 
-pub use io::{DeadLetter, DeadLetters, GearIo, IoParts, OutputPort, PortRef, RunContext, now_ns};
+pub use io::{
+    DeadLetter, DeadLetters, GearIo, Input, IoParts, OutputPort, Outputs, PortRef, RunContext,
+    now_ns,
+};
 pub use journal::{Delivery, Durable, IDEMPOTENCY_META, Ingress, Journal, JournalError};
 pub use kind::{
     BuildContext, CheckContext, ConfigIssue, GearKind, GearType, Prepared, Typed, issue_pos,

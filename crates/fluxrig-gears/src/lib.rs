@@ -9,6 +9,7 @@ mod files;
 mod format;
 mod generate;
 mod http;
+mod iso8583;
 mod log;
 mod map;
 mod route;
@@ -26,6 +27,15 @@ pub use files::{
 pub use format::{InFormat, OutFormat};
 pub use generate::{Generate, GenerateConfig};
 pub use http::{BodyKind, HttpIn, HttpInConfig, HttpMethod, HttpOut, HttpOutConfig};
+pub use iso8583::codec::{Direction as Iso8583Direction, Iso8583Codec, Iso8583CodecConfig};
+pub use iso8583::conductor::{
+    Balance, Conductor, ConductorConfig, FieldMatch, Group, MemoryReversals, Reversal,
+    ReversalQueue, RouteRule,
+};
+pub use iso8583::io::{
+    IoMode, Iso8583Io, Iso8583IoConfig, Prefix as Iso8583Prefix, Target as Iso8583Target,
+};
+pub use iso8583::{META_CONN, META_HEADER, META_PEER, META_TARGET};
 pub use log::{Level, Log, LogConfig};
 pub use map::{MapConfig, MapGearKind};
 pub use route::{Route, RouteConfig, Rule};
@@ -44,6 +54,9 @@ pub static BUILTIN: &[&dyn GearType] = &[
     &Typed::<Log>::new(),
     &Typed::<HttpIn>::new(),
     &Typed::<HttpOut>::new(),
+    &Typed::<Iso8583Codec>::new(),
+    &Typed::<Iso8583Io>::new(),
+    &Typed::<Conductor>::new(),
 ];
 
 /// The built-in gear type called `name`.

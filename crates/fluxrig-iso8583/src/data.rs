@@ -77,6 +77,35 @@ pub fn get_element<'v>(spec: &Spec, data: &'v Value, n: u8) -> Option<&'v Value>
     get_path(data, spec.element(n)?.data_path())
 }
 
+/// Sets element `n` in a data tree at its canonical place (creating the
+/// maps on the way); false when the dialect has no element `n`.
+pub fn set_element(spec: &Spec, data: &mut Value, n: u8, v: Value) -> bool {
+    let Some(el) = spec.element(n) else {
+        return false;
+    };
+    if data.as_map().is_none() {
+        *data = Value::Map(Map::new());
+    }
+    match data.as_map_mut() {
+        Some(m) => {
+            insert_path(m, el.data_path(), v);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Removes element `n` from a data tree; the value it had.
+pub fn remove_element(spec: &Spec, data: &mut Value, n: u8) -> Option<Value> {
+    let path = spec.element(n)?.data_path();
+    let (last, parents) = path.split_last()?;
+    let mut map = data.as_map_mut()?;
+    for k in parents {
+        map = map.get_mut(k)?.as_map_mut()?;
+    }
+    map.remove(last)
+}
+
 /// The logical content of an element with subfields: raw bytes for binary
 /// elements, the characters for text ones.
 fn structured(el: &Element, s: &Subfields, content: &[u8]) -> Option<Value> {

@@ -45,7 +45,9 @@ mod spec;
 pub mod store;
 
 pub use codec::{Field, Input, Message, MessageBuilder, UsageViolation, Wired};
-pub use data::{META_SPEC, MTI_KEY, encode_value, get_element, get_path, to_value};
+pub use data::{
+    META_SPEC, MTI_KEY, encode_value, get_element, get_path, remove_element, set_element, to_value,
+};
 pub use error::{DecodeError, DecodeErrorKind, EncodeError, EncodeErrorKind, Place};
 pub use spec::{
     BitmapEncoding, CharType, Element, Encoding, Format, Length, Limits, MAX_ELEMENT, MessageRule,

@@ -118,6 +118,10 @@ pub(crate) enum Iso8583Command {
         /// answer those); 0: never.
         #[arg(long, default_value_t = 0)]
         no_answer_every: u64,
+        /// 6-digit PAN prefixes (BINs) of the test cards, used in turn
+        /// (`411111,555555` sends to both issuers of the example switch).
+        #[arg(long, value_delimiter = ',', default_value = "411111")]
+        pan_prefixes: Vec<String>,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
@@ -145,6 +149,7 @@ pub(crate) fn run(cmd: Iso8583Command) -> CmdResult {
             concurrency,
             timeout,
             no_answer_every,
+            pan_prefixes,
             json,
             wire,
         } => {
@@ -161,7 +166,9 @@ pub(crate) fn run(cmd: Iso8583Command) -> CmdResult {
                 concurrency,
                 timeout,
                 no_answer_every,
+                pan_prefixes: parse_prefixes(&pan_prefixes)?,
                 framing: wire.framing(),
+                live: false,
             };
             let report = runtime()?.block_on(load(Arc::new(spec), cfg))?;
             print_report(&report, json);
@@ -170,7 +177,29 @@ pub(crate) fn run(cmd: Iso8583Command) -> CmdResult {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+/// Checks `--pan-prefixes`: 6 digits each.
+pub(crate) fn parse_prefixes(list: &[String]) -> Result<Arc<Vec<[u8; 6]>>, Failure> {
+    let mut out = Vec::with_capacity(list.len());
+    for p in list {
+        let b: [u8; 6] = p
+            .as_bytes()
+            .try_into()
+            .ok()
+            .filter(|b: &[u8; 6]| b.iter().all(u8::is_ascii_digit))
+            .ok_or_else(|| {
+                Failure::invalid(anyhow::anyhow!("--pan-prefixes: `{p}` is not 6 digits"))
+            })?;
+        out.push(b);
+    }
+    if out.is_empty() {
+        return Err(Failure::invalid(anyhow::anyhow!(
+            "--pan-prefixes needs at least one prefix"
+        )));
+    }
+    Ok(Arc::new(out))
+}
+
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -447,14 +476,18 @@ async fn shutdown_signal() {
 // ---------------------------------------------------------------------------
 // load
 
-struct LoadConfig {
-    target: SocketAddr,
-    tps: u64,
-    duration: Duration,
-    concurrency: usize,
-    timeout: Duration,
-    no_answer_every: u64,
-    framing: Framing,
+pub(crate) struct LoadConfig {
+    pub(crate) target: SocketAddr,
+    pub(crate) tps: u64,
+    pub(crate) duration: Duration,
+    pub(crate) concurrency: usize,
+    pub(crate) timeout: Duration,
+    pub(crate) no_answer_every: u64,
+    /// Test card BINs, used in turn.
+    pub(crate) pan_prefixes: Arc<Vec<[u8; 6]>>,
+    pub(crate) framing: Framing,
+    /// Print progress on stderr every second.
+    pub(crate) live: bool,
 }
 
 #[derive(Debug, Default)]
@@ -468,7 +501,7 @@ struct Counts {
     mismatches: u64,
 }
 
-struct Report {
+pub(crate) struct Report {
     counts: Counts,
     hist: Histogram<u64>,
     elapsed: Duration,
@@ -491,9 +524,9 @@ fn new_hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("constant histogram bounds are valid")
 }
 
-/// A Luhn-valid 16-digit test PAN in the 411111 range.
-fn test_pan(seq: u64, out: &mut [u8; 16]) {
-    out[..6].copy_from_slice(b"411111");
+/// A Luhn-valid 16-digit test PAN under a 6-digit prefix.
+fn test_pan(seq: u64, prefix: [u8; 6], out: &mut [u8; 16]) {
+    out[..6].copy_from_slice(&prefix);
     let mut v = seq % 1_000_000_000;
     for i in (6..15).rev() {
         out[i] = b'0' + u8::try_from(v % 10).unwrap_or(0);
@@ -536,7 +569,7 @@ fn clock(now: SystemTime) -> (String, String, String) {
     )
 }
 
-async fn load(spec: Arc<Spec>, cfg: LoadConfig) -> Result<Report, Failure> {
+pub(crate) async fn load(spec: Arc<Spec>, cfg: LoadConfig) -> Result<Report, Failure> {
     let started = Instant::now();
     // Connection c of C sends at tps/C per second: its k-th request is due
     // k * C / tps seconds after the start.
@@ -563,15 +596,33 @@ async fn load(spec: Arc<Spec>, cfg: LoadConfig) -> Result<Report, Failure> {
         let terminal = u16::try_from(c + 1).unwrap_or(u16::MAX);
         let (framing, duration, timeout, every) =
             (cfg.framing, cfg.duration, cfg.timeout, cfg.no_answer_every);
+        let prefixes = Arc::clone(&cfg.pan_prefixes);
         tasks.push(tokio::spawn(async move {
             run_conn(
                 stream, spec, conn, terminal, pace, framing, duration, timeout, every, seq,
+                &prefixes,
             )
             .await;
         }));
     }
+    let ticker = cfg.live.then(|| {
+        let conns = conns.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                live_line(&conns, started.elapsed());
+            }
+        })
+    });
     for t in tasks {
         let _ = t.await;
+    }
+    if let Some(t) = ticker {
+        t.abort();
+        live_line(&conns, started.elapsed());
+        stderr_line(format_args!(""));
     }
     let mut counts = Counts::default();
     let mut hist = new_hist();
@@ -599,6 +650,45 @@ async fn load(spec: Arc<Spec>, cfg: LoadConfig) -> Result<Report, Failure> {
     })
 }
 
+/// One progress line on stderr (rewritten in place on a terminal).
+#[allow(clippy::cast_precision_loss)] // display values
+fn live_line(conns: &[Arc<Conn>], elapsed: Duration) {
+    let mut c = Counts::default();
+    let mut hist = new_hist();
+    for conn in conns {
+        if let Ok(k) = conn.counts.lock() {
+            c.sent += k.sent;
+            c.received += k.received;
+            c.approved += k.approved;
+            c.declined += k.declined;
+            c.timeouts += k.timeouts;
+            c.mismatches += k.mismatches;
+        }
+        if let Ok(h) = conn.hist.lock() {
+            let _ = hist.add(&*h);
+        }
+    }
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    let line = format!(
+        "{:>4}s  sent {:>8}  approved {:>8}  declined {:>7}  timeouts {:>5}  mismatches {}  {:>7.0} TPS  p99 {:.1} ms",
+        elapsed.as_secs(),
+        c.sent,
+        c.approved,
+        c.declined,
+        c.timeouts,
+        c.mismatches,
+        c.received as f64 / secs,
+        ms(&hist, 0.99)
+    );
+    let mut e = io::stderr().lock();
+    if std::io::IsTerminal::is_terminal(&e) {
+        let _ = write!(e, "\r{line}");
+        let _ = e.flush();
+    } else {
+        let _ = writeln!(e, "{line}");
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn run_conn(
     stream: TcpStream,
@@ -611,6 +701,7 @@ async fn run_conn(
     timeout: Duration,
     every: u64,
     seq: Arc<AtomicU64>,
+    prefixes: &[[u8; 6]],
 ) {
     let (rd, mut wr) = stream.into_split();
     let reader_conn = Arc::clone(&conn);
@@ -650,7 +741,8 @@ async fn run_conn(
             sent += 1;
             stan = if stan >= 999_999 { 1 } else { stan + 1 };
             let n = seq.fetch_add(1, Ordering::Relaxed) + 1;
-            test_pan(n.wrapping_mul(7_919), &mut pan);
+            let prefix = prefixes[usize::try_from(n % prefixes.len() as u64).unwrap_or(0)];
+            test_pan(n.wrapping_mul(7_919), prefix, &mut pan);
             // Amounts spread over 0.01..2000.00; none ends in 999 unless asked.
             let mut amount = (n.wrapping_mul(2_654_435_761) % 200_000) + 1;
             if every > 0 && n.is_multiple_of(every) {
@@ -856,7 +948,7 @@ fn ms(h: &Histogram<u64>, q: f64) -> f64 {
 }
 
 #[allow(clippy::cast_precision_loss)] // display values
-fn print_report(r: &Report, as_json: bool) {
+pub(crate) fn print_report(r: &Report, as_json: bool) {
     let c = &r.counts;
     let secs = r.elapsed.as_secs_f64().max(1e-9);
     let tps = ((c.approved + c.declined) as f64 / secs * 10.0).round() / 10.0;
@@ -902,7 +994,7 @@ mod tests {
     fn test_pans_are_luhn_valid_and_in_range() {
         let mut pan = [0_u8; 16];
         for seq in [0, 1, 7, 123_456_789, 999_999_999, 1_000_000_007] {
-            test_pan(seq, &mut pan);
+            test_pan(seq, *b"411111", &mut pan);
             assert!(pan.starts_with(b"411111"));
             let mut sum = 0;
             for (i, &c) in pan.iter().rev().enumerate() {

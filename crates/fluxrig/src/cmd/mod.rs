@@ -1,6 +1,7 @@
 //! One module per subcommand group.
 
 pub(crate) mod audit;
+pub(crate) mod demo;
 pub(crate) mod gears;
 pub(crate) mod id;
 pub(crate) mod iso8583;

@@ -1,0 +1,1347 @@
+//! `conductor`: routes decoded ISO 8583 requests to issuer groups,
+//! correlates the replies back to the terminal that asked, answers timeouts,
+//! sends reversals until acknowledged, and stops duplicates.
+//!
+//! Invariants:
+//! * a reply reaches a terminal only when it matches a pending request by
+//!   the correlation key **and** came from the target the request went to;
+//!   anything else is counted as unmatched and dropped (logged, no values);
+//! * a request is forwarded at most once per correlation key while it is
+//!   pending or remembered (`duplicate_window`);
+//! * an authorization or financial request that timed out after being
+//!   forwarded gets a 0420 reversal, repeated as 0421 until a 0430 arrives.
+//!
+//! The reversal queue sits behind [`ReversalQueue`]; the in-memory queue
+//! here does not survive a restart (a WAL-backed one will).
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use compact_str::CompactString;
+use fluxrig_config::Duration;
+use fluxrig_gear::{
+    BoxFuture, BuildContext, BuildError, CheckContext, ConfigIssue, Gear, GearError, GearIo,
+    GearKind, Outputs, PortRef, PortSpec, Role,
+};
+use fluxrig_iso8583::{MTI_KEY, Spec, get_element, remove_element, set_element};
+use fluxrig_msg::{FluxMsg, Value};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use super::{META_CONN, META_HEADER, META_PEER, META_TARGET, default_spec, load_spec};
+
+/// How a group spreads requests over its targets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// The first target that is up; the next ones when it fails (default).
+    #[default]
+    Failover,
+    /// Each target in turn; the next one when a target fails.
+    RoundRobin,
+    /// The target with the fewest requests waiting for a reply.
+    LeastOutstanding,
+}
+
+/// A destination group: issuer-side targets of an `iso8583_io` client.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Group {
+    /// Target names (the `targets[].name` of the `iso8583_io` client).
+    pub targets: Vec<String>,
+    /// `failover`, `round_robin` or `least_outstanding`.
+    #[serde(default)]
+    pub balance: Balance,
+}
+
+/// A condition on one element.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FieldMatch {
+    /// The element's text equals this.
+    #[serde(default)]
+    pub equals: Option<String>,
+    /// The element's text starts with one of these.
+    #[serde(default)]
+    pub prefix: Vec<String>,
+    /// The element, as a number, is at least this.
+    #[serde(default)]
+    pub min: Option<u64>,
+    /// The element, as a number, is at most this.
+    #[serde(default)]
+    pub max: Option<u64>,
+}
+
+/// A routing rule: every condition given must hold.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRule {
+    /// The PAN (DE 2) starts with one of these (BIN prefixes).
+    #[serde(default)]
+    pub pan_prefix: Vec<String>,
+    /// The MTI is one of these.
+    #[serde(default)]
+    pub mti: Vec<String>,
+    /// Conditions on elements, by number (`"4"`) or alias (`amount.transaction`).
+    #[serde(default)]
+    pub fields: BTreeMap<String, FieldMatch>,
+    /// The group requests matching this rule go to.
+    pub to: String,
+}
+
+fn default_key() -> Vec<u8> {
+    vec![11, 7, 32, 41]
+}
+
+fn secs(s: u64) -> Duration {
+    Duration(StdDuration::from_secs(s))
+}
+
+fn default_timeout() -> Duration {
+    secs(2)
+}
+
+fn default_retry() -> Duration {
+    secs(5)
+}
+
+fn default_window() -> Duration {
+    secs(30)
+}
+
+fn code(s: &str) -> String {
+    s.to_owned()
+}
+
+fn default_timeout_code() -> String {
+    code("91")
+}
+
+fn default_no_route_code() -> String {
+    code("15")
+}
+
+fn default_duplicate_code() -> String {
+    code("94")
+}
+
+fn default_max_pending() -> usize {
+    200_000
+}
+
+fn default_max_remembered() -> usize {
+    100_000
+}
+
+/// Config of the `conductor` gear.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConductorConfig {
+    /// The dialect of the decoded messages (for element places and pairs).
+    #[serde(default = "default_spec")]
+    pub spec: String,
+    /// Routing rules, tried in order; the first that matches wins.
+    pub routes: Vec<RouteRule>,
+    /// Destination groups by name.
+    pub groups: BTreeMap<String, Group>,
+    /// Elements of the correlation key (default STAN, transmission
+    /// date/time, acquirer id, terminal id: `[11, 7, 32, 41]`; `[37]` for RRN).
+    /// On the issuer leg only those the dialect says a response echoes are used.
+    #[serde(default = "default_key")]
+    pub key: Vec<u8>,
+    /// How long to wait for an issuer's reply.
+    #[serde(default = "default_timeout")]
+    pub timeout: Duration,
+    /// DE 39 answered to the terminal on a timeout, or when no target of the group is up.
+    #[serde(default = "default_timeout_code")]
+    pub timeout_code: String,
+    /// DE 39 answered when no rule matches.
+    #[serde(default = "default_no_route_code")]
+    pub no_route_code: String,
+    /// DE 39 answered to a duplicate whose original has no answer yet.
+    #[serde(default = "default_duplicate_code")]
+    pub duplicate_code: String,
+    /// Wait between repeats (0421) of an unacknowledged reversal.
+    #[serde(default = "default_retry")]
+    pub reversal_retry: Duration,
+    /// How long answered requests are remembered to answer duplicates.
+    #[serde(default = "default_window")]
+    pub duplicate_window: Duration,
+    /// Most requests pending at once; more are answered `duplicate_code` at once.
+    #[serde(default = "default_max_pending")]
+    pub max_pending: usize,
+    /// Most answers remembered for duplicates (the oldest are forgotten first).
+    #[serde(default = "default_max_remembered")]
+    pub max_remembered: usize,
+}
+
+/// The `conductor` gear type.
+#[derive(Debug)]
+pub struct Conductor;
+
+/// Where an element lives in `data`.
+fn element_number(spec: &Spec, name: &str) -> Option<u8> {
+    match name.parse::<u8>() {
+        Ok(n) => spec.element(n).map(|_| n),
+        Err(_) => spec.element_by_alias(name).map(|e| e.number),
+    }
+}
+
+impl GearKind for Conductor {
+    type Config = ConductorConfig;
+    const NAME: &'static str = "conductor";
+    const ROLE: Role = Role::Transform;
+    const SUMMARY: &'static str = "Payment switching: routes requests to issuer groups, correlates replies, answers timeouts, reverses, stops duplicates";
+    const DOCS: &'static str = "Takes decoded messages (`iso8583_codec` decode) on `in`: requests from terminals \
+        (they carry meta `iso8583.conn`), replies from issuers (they carry `iso8583.target`), and requests an \
+        `iso8583_io` client could not send (its `error` port, wired back here: the next target of the group is \
+        tried).\n\n\
+        A request is matched against `routes` in order (PAN prefix, MTI, element conditions) and goes out by \
+        `issuers` with meta `iso8583.target` set to a target of the rule's group (`failover`, `round_robin` or `least_outstanding`). \
+        No matching rule: the terminal is answered with DE 39 `no_route_code` (15). 0800 from terminals are \
+        answered 0810 here.\n\n\
+        Replies are correlated by `key` (default DE 11 + 7 + 32 + 41; on the issuer leg, the key elements the \
+        dialect says a response echoes) and by the target the request went to, and leave by `terminals` with \
+        the original request's `iso8583.conn` and header. A reply that matches nothing pending (late, unknown, \
+        from another target) is counted and dropped, never delivered to another terminal.\n\n\
+        After `timeout` the terminal gets the response with DE 39 `timeout_code` (91), and an authorization or \
+        financial request that was forwarded gets a 0420 reversal to the same target, repeated as 0421 every \
+        `reversal_retry` until the 0430 arrives. A request whose key is pending or was answered within \
+        `duplicate_window` is never forwarded again: it gets the original answer when known, else DE 39 \
+        `duplicate_code` (94). The reversal queue is in memory for now: reversals still unacknowledged are \
+        lost if the Rack stops (a WAL-backed queue is planned).";
+    const EXAMPLE: &'static str = "- name: conductor\n  type: conductor\n  config:\n    routes:\n      - {pan_prefix: ['4'], to: visa}\n      - {pan_prefix: ['5'], to: mastercard}\n    groups:\n      visa: {targets: [visa_a, visa_b], balance: failover}\n      mastercard: {targets: [mc]}\n    timeout: 2s";
+
+    fn ports(_config: &ConductorConfig) -> Vec<PortSpec> {
+        vec![
+            PortSpec::input(),
+            PortSpec::named_output(
+                "issuers",
+                "requests and reversals to issuers (meta `iso8583.target`), to encode and send",
+            ),
+            PortSpec::named_output(
+                "terminals",
+                "replies to terminals (meta `iso8583.conn`), to encode and send",
+            ),
+            PortSpec::error(),
+        ]
+    }
+
+    fn check(config: &ConductorConfig, ctx: &CheckContext) -> Vec<ConfigIssue> {
+        let mut issues = Vec::new();
+        let spec = match load_spec(&config.spec, &ctx.base_dir, &ctx.data_dir) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                issues.push(ConfigIssue::new("spec", e));
+                None
+            }
+        };
+        for (i, r) in config.routes.iter().enumerate() {
+            if !config.groups.contains_key(&r.to) {
+                issues.push(ConfigIssue::new(
+                    format!("routes[{i}].to"),
+                    format!("no group named `{}`", r.to),
+                ));
+            }
+            if let Some(spec) = &spec {
+                for name in r.fields.keys() {
+                    if element_number(spec, name).is_none() {
+                        issues.push(ConfigIssue::new(
+                            format!("routes[{i}].fields.{name}"),
+                            "not an element number or alias of the dialect",
+                        ));
+                    }
+                }
+            }
+        }
+        for (name, g) in &config.groups {
+            if g.targets.is_empty() {
+                issues.push(ConfigIssue::new(
+                    format!("groups.{name}.targets"),
+                    "a group needs at least one target",
+                ));
+            }
+        }
+        if config.key.is_empty() {
+            issues.push(ConfigIssue::new(
+                "key",
+                "the correlation key needs an element",
+            ));
+        }
+        if let Some(spec) = &spec {
+            for &n in &config.key {
+                if spec.element(n).is_none() {
+                    issues.push(ConfigIssue::new(
+                        "key",
+                        format!("element {n} is not in the dialect"),
+                    ));
+                }
+            }
+        }
+        if config.timeout.get().is_zero() {
+            issues.push(ConfigIssue::new("timeout", "must be above zero"));
+        }
+        issues
+    }
+
+    fn build(config: &ConductorConfig, ctx: &BuildContext) -> Result<Box<dyn Gear>, BuildError> {
+        let spec = load_spec(&config.spec, &ctx.base_dir, &ctx.data_dir).map_err(BuildError)?;
+        let mut targets: Vec<CompactString> = Vec::new();
+        let mut target_index = |t: &str| {
+            targets.iter().position(|x| x == t).unwrap_or_else(|| {
+                targets.push(t.into());
+                targets.len() - 1
+            })
+        };
+        let mut group_names = Vec::new();
+        let mut groups = Vec::new();
+        for (name, g) in &config.groups {
+            group_names.push(name.clone());
+            groups.push(GroupState {
+                targets: g.targets.iter().map(|t| target_index(t)).collect(),
+                balance: g.balance,
+                next: 0,
+            });
+        }
+        let mut routes = Vec::new();
+        for r in &config.routes {
+            let group = group_names
+                .iter()
+                .position(|g| *g == r.to)
+                .ok_or_else(|| BuildError(format!("no group named `{}`", r.to)))?;
+            let mut fields = Vec::new();
+            for (name, m) in &r.fields {
+                let n = element_number(&spec, name)
+                    .ok_or_else(|| BuildError(format!("no element `{name}`")))?;
+                fields.push((
+                    n,
+                    FieldMatch {
+                        equals: m.equals.clone(),
+                        prefix: m.prefix.clone(),
+                        min: m.min,
+                        max: m.max,
+                    },
+                ));
+            }
+            routes.push(CompiledRoute {
+                pan_prefix: r.pan_prefix.clone(),
+                mti: r.mti.clone(),
+                fields,
+                group,
+            });
+        }
+        // Per request class, the key elements its response echoes.
+        let mut issuer_key_elements = HashMap::new();
+        for (mti, rule) in spec.messages() {
+            if let Some(class) = mti_class(mti)
+                && !is_response(mti)
+                && !rule.echo.is_empty()
+            {
+                issuer_key_elements.entry(class).or_insert_with(|| {
+                    config
+                        .key
+                        .iter()
+                        .copied()
+                        .filter(|n| rule.echo.contains(n))
+                        .collect::<Vec<u8>>()
+                });
+            }
+        }
+        let down = vec![None; targets.len()];
+        let outstanding = vec![0; targets.len()];
+        Ok(Box::new(ConductorGear {
+            spec,
+            routes,
+            groups,
+            targets,
+            down,
+            outstanding,
+            key: config.key.clone(),
+            issuer_key_elements,
+            timeout: config.timeout.get(),
+            timeout_code: config.timeout_code.clone(),
+            no_route_code: config.no_route_code.clone(),
+            duplicate_code: config.duplicate_code.clone(),
+            reversal_retry: config.reversal_retry.get(),
+            window: config.duplicate_window.get(),
+            max_pending: config.max_pending,
+            max_remembered: config.max_remembered,
+            pending: HashMap::new(),
+            deadlines: VecDeque::new(),
+            seen: HashMap::new(),
+            seen_order: VecDeque::new(),
+            reversals: Box::new(MemoryReversals::default()),
+            seq: 0,
+            counts: Counts::default(),
+        }))
+    }
+}
+
+/// A reversal waiting for its 0430.
+#[derive(Debug, Clone)]
+pub struct Reversal {
+    /// The issuer-leg key of the reversal (its 0430 carries the same).
+    pub key: String,
+    /// The target it goes to.
+    pub target: usize,
+    /// The reversal message (0420 data, meta `iso8583.target`).
+    pub msg: FluxMsg,
+    /// Sends so far.
+    pub attempts: u32,
+    /// When to send it again.
+    pub next_at: Instant,
+}
+
+/// Where unacknowledged reversals wait (store-and-forward).
+pub trait ReversalQueue: Send {
+    /// Adds a reversal.
+    fn push(&mut self, r: Reversal);
+    /// Removes the reversal acknowledged by a 0430 with this key and target.
+    fn ack(&mut self, key: &str, target: usize) -> Option<Reversal>;
+    /// Reversals due at `now` (their `next_at` moves on by `retry`).
+    fn due(&mut self, now: Instant, retry: StdDuration) -> Vec<Reversal>;
+    /// The earliest `next_at`.
+    fn next_due(&mut self) -> Option<Instant>;
+    /// Reversals waiting.
+    fn len(&self) -> usize;
+    /// True when none waits.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Reversals sent again per tick at most, so a long outage's backlog
+/// drains in steps instead of flooding the issuer when it returns.
+const REVERSALS_PER_TICK: usize = 1000;
+
+/// The in-memory reversal queue (lost on restart).
+#[derive(Debug, Default)]
+pub struct MemoryReversals {
+    by_key: HashMap<String, Reversal>,
+    /// (when, key) of every schedule; stale entries are skipped.
+    schedule: BinaryHeap<Reverse<(Instant, String)>>,
+}
+
+impl MemoryReversals {
+    /// Drops stale heads of the schedule (acknowledged or rescheduled).
+    fn settle(&mut self) {
+        while let Some(Reverse((at, key))) = self.schedule.peek() {
+            if self.by_key.get(key).is_some_and(|r| r.next_at == *at) {
+                break;
+            }
+            self.schedule.pop();
+        }
+    }
+}
+
+impl ReversalQueue for MemoryReversals {
+    fn push(&mut self, r: Reversal) {
+        self.schedule.push(Reverse((r.next_at, r.key.clone())));
+        self.by_key.insert(r.key.clone(), r);
+    }
+
+    fn ack(&mut self, key: &str, target: usize) -> Option<Reversal> {
+        if self.by_key.get(key).is_some_and(|r| r.target == target) {
+            self.by_key.remove(key)
+        } else {
+            None
+        }
+    }
+
+    fn due(&mut self, now: Instant, retry: StdDuration) -> Vec<Reversal> {
+        let mut out = Vec::new();
+        while out.len() < REVERSALS_PER_TICK {
+            self.settle();
+            let Some(Reverse((at, _))) = self.schedule.peek() else {
+                break;
+            };
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((_, key))) = self.schedule.pop() else {
+                break;
+            };
+            if let Some(r) = self.by_key.get_mut(&key) {
+                r.attempts += 1;
+                r.next_at = now + retry;
+                out.push(r.clone());
+                self.schedule.push(Reverse((r.next_at, key)));
+            }
+        }
+        out
+    }
+
+    fn next_due(&mut self) -> Option<Instant> {
+        self.settle();
+        self.schedule.peek().map(|Reverse((at, _))| *at)
+    }
+
+    fn len(&self) -> usize {
+        self.by_key.len()
+    }
+}
+
+struct GroupState {
+    targets: Vec<usize>,
+    balance: Balance,
+    next: usize,
+}
+
+struct CompiledRoute {
+    pan_prefix: Vec<String>,
+    mti: Vec<String>,
+    fields: Vec<(u8, FieldMatch)>,
+    group: usize,
+}
+
+/// A request forwarded and waiting for its reply.
+struct Pending {
+    seq: u64,
+    request: FluxMsg,
+    term_key: String,
+    group: usize,
+    target: usize,
+    tried: Vec<usize>,
+}
+
+/// What is remembered of a terminal key.
+enum Seen {
+    /// Forwarded, no answer yet.
+    InFlight,
+    /// Answered: the `data` of the answer given, as CBOR (a few hundred
+    /// bytes in one allocation, where the tree takes dozens).
+    Done(Box<[u8]>),
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Counts {
+    forwarded: u64,
+    replied: u64,
+    timeouts: u64,
+    no_route: u64,
+    duplicates: u64,
+    unmatched: u64,
+    reversals: u64,
+    reversals_acked: u64,
+    failovers: u64,
+}
+
+struct ConductorGear {
+    spec: Arc<Spec>,
+    routes: Vec<CompiledRoute>,
+    groups: Vec<GroupState>,
+    targets: Vec<CompactString>,
+    /// Until when a target is considered down (a send to it failed).
+    down: Vec<Option<Instant>>,
+    /// Requests pending per target.
+    outstanding: Vec<usize>,
+    key: Vec<u8>,
+    /// The key elements on the issuer leg, by request class (`010`).
+    issuer_key_elements: HashMap<String, Vec<u8>>,
+    timeout: StdDuration,
+    timeout_code: String,
+    no_route_code: String,
+    duplicate_code: String,
+    reversal_retry: StdDuration,
+    window: StdDuration,
+    max_pending: usize,
+    max_remembered: usize,
+    /// By issuer-leg key.
+    pending: HashMap<String, Pending>,
+    /// (deadline, issuer key, seq), in deadline order (the timeout is constant).
+    deadlines: VecDeque<(Instant, String, u64)>,
+    /// By terminal key.
+    seen: HashMap<String, Seen>,
+    /// (forget at, terminal key) of answered ones.
+    seen_order: VecDeque<(Instant, String)>,
+    reversals: Box<dyn ReversalQueue>,
+    seq: u64,
+    counts: Counts,
+}
+
+/// The MTI with the function digit made even and the origin digit dropped:
+/// a request and its response, and a 0420 and its 0421 repeat, share it.
+fn mti_class(mti: &str) -> Option<String> {
+    let b = mti.as_bytes();
+    if b.len() != 4 || !b.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let f = (b[2] - b'0') & !1;
+    Some(format!("{}{}{}", char::from(b[0]), char::from(b[1]), f))
+}
+
+/// True when the MTI is a response (odd function digit: 0110, 0430, 0810).
+fn is_response(mti: &str) -> bool {
+    mti.as_bytes().get(2).is_some_and(|d| (d - b'0') % 2 == 1)
+}
+
+fn text<'v>(spec: &Spec, data: &'v Value, n: u8) -> Option<&'v str> {
+    get_element(spec, data, n).and_then(Value::as_str)
+}
+
+impl ConductorGear {
+    fn mti(data: &Value) -> &str {
+        data.get(MTI_KEY)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    }
+
+    /// The key over `elements` of a request class.
+    fn key_of(&self, class: &str, data: &Value, elements: impl Iterator<Item = u8>) -> String {
+        let mut k = String::with_capacity(48);
+        k.push_str(class);
+        for n in elements {
+            k.push('|');
+            k.push_str(text(&self.spec, data, n).unwrap_or_default());
+        }
+        k
+    }
+
+    /// The terminal key (all key elements) of a request.
+    fn term_key(&self, class: &str, data: &Value) -> String {
+        self.key_of(class, data, self.key.iter().copied())
+    }
+
+    /// The issuer-leg key: the key elements a response to `class` echoes.
+    fn issuer_key(&self, class: &str, data: &Value) -> String {
+        match self.issuer_key_elements.get(class) {
+            Some(e) => self.key_of(class, data, e.iter().copied()),
+            None => self.term_key(class, data),
+        }
+    }
+
+    fn route(&self, data: &Value) -> Option<usize> {
+        let mti = Self::mti(data);
+        let pan = text(&self.spec, data, 2).unwrap_or_default();
+        self.routes
+            .iter()
+            .find(|r| {
+                (r.pan_prefix.is_empty()
+                    || r.pan_prefix.iter().any(|p| pan.starts_with(p.as_str())))
+                    && (r.mti.is_empty() || r.mti.iter().any(|m| m == mti))
+                    && r.fields.iter().all(|(n, m)| {
+                        let Some(v) = text(&self.spec, data, *n) else {
+                            return false;
+                        };
+                        let num = v.trim().parse::<u64>().ok();
+                        m.equals.as_deref().is_none_or(|e| e == v)
+                            && (m.prefix.is_empty()
+                                || m.prefix.iter().any(|p| v.starts_with(p.as_str())))
+                            && m.min.is_none_or(|min| num.is_some_and(|x| x >= min))
+                            && m.max.is_none_or(|max| num.is_some_and(|x| x <= max))
+                    })
+            })
+            .map(|r| r.group)
+    }
+
+    /// Removes a pending request.
+    fn take_pending(&mut self, key: &str) -> Option<Pending> {
+        let p = self.pending.remove(key)?;
+        self.outstanding[p.target] = self.outstanding[p.target].saturating_sub(1);
+        Some(p)
+    }
+
+    /// The next target of a group, skipping those tried and those down.
+    fn pick(&mut self, group: usize, tried: &[usize], now: Instant) -> Option<usize> {
+        let g = &mut self.groups[group];
+        let n = g.targets.len();
+        let start = match g.balance {
+            Balance::Failover | Balance::LeastOutstanding => 0,
+            Balance::RoundRobin => {
+                g.next = (g.next + 1) % n;
+                g.next
+            }
+        };
+        let mut candidates: Vec<usize> = (0..n)
+            .map(|i| g.targets[(start + i) % n])
+            .filter(|t| !tried.contains(t))
+            .collect();
+        if g.balance == Balance::LeastOutstanding {
+            candidates.sort_by_key(|&t| self.outstanding[t]);
+        }
+        candidates
+            .iter()
+            .copied()
+            .find(|&t| self.down[t].is_none_or(|until| until <= now))
+            .or_else(|| candidates.first().copied())
+    }
+
+    /// A response to `request` built from it: its echoed elements, DE 39 = `code`.
+    fn answer(&self, request: &FluxMsg, code: &str, out: &Outputs) -> FluxMsg {
+        let mti = Self::mti(&request.data);
+        let resp = self.spec.response_mti(mti).map_or_else(
+            || {
+                let mut b = mti.as_bytes().to_vec();
+                if b.len() == 4 {
+                    b[2] = b[2].saturating_add(1);
+                }
+                String::from_utf8(b).unwrap_or_default()
+            },
+            str::to_owned,
+        );
+        let echo: Vec<u8> = self
+            .spec
+            .message(mti)
+            .map(|m| m.echo.clone())
+            .filter(|e| !e.is_empty())
+            .unwrap_or_else(|| vec![2, 3, 4, 7, 11, 12, 13, 37, 41, 42, 49]);
+        let mut data = Value::Map(fluxrig_msg::Map::new());
+        if let Some(m) = data.as_map_mut() {
+            m.insert(MTI_KEY, resp.as_str());
+        }
+        for n in echo.iter().chain(&self.key) {
+            if let Some(v) = get_element(&self.spec, &request.data, *n) {
+                set_element(&self.spec, &mut data, *n, v.clone());
+            }
+        }
+        set_element(&self.spec, &mut data, 39, Value::text(code));
+        Self::to_terminal(request, data, out)
+    }
+
+    /// A message to the terminal `request` came from, with `data`.
+    fn to_terminal(request: &FluxMsg, data: Value, out: &Outputs) -> FluxMsg {
+        let mut m = FluxMsg::new(out.new_id(), data);
+        m.reference = Some(request.id);
+        m.trace = request.trace;
+        m.src = Some(out.ctx().entity);
+        m.ts = fluxrig_gear::now_ns();
+        for k in [META_CONN, META_HEADER, META_PEER] {
+            if let Some(v) = request.meta.get(k) {
+                m.meta.insert(k, v);
+            }
+        }
+        m
+    }
+
+    /// `msg` readied for a target: terminal meta and errors removed.
+    fn to_target(&self, mut msg: FluxMsg, target: usize) -> FluxMsg {
+        for k in [
+            META_CONN,
+            META_HEADER,
+            META_PEER,
+            "error.reason",
+            "error.gear",
+        ] {
+            msg.meta.remove(k);
+        }
+        msg.meta.insert(META_TARGET, self.targets[target].as_str());
+        msg
+    }
+
+    fn remember(&mut self, term_key: String, answer: &FluxMsg, now: Instant) {
+        let cbor = fluxrig_msg::cbor::to_vec(&answer.data).into_boxed_slice();
+        self.seen.insert(term_key.clone(), Seen::Done(cbor));
+        self.seen_order.push_back((now + self.window, term_key));
+        while self.seen_order.len() > self.max_remembered {
+            if let Some((_, k)) = self.seen_order.pop_front()
+                && matches!(self.seen.get(&k), Some(Seen::Done(_)))
+            {
+                self.seen.remove(&k);
+            }
+        }
+    }
+
+    async fn on_request(&mut self, msg: FluxMsg, io: &Ports<'_>, now: Instant) {
+        let mti = Self::mti(&msg.data).to_owned();
+        let Some(class) = mti_class(&mti) else {
+            io.out.fail(msg, "no valid MTI").await;
+            return;
+        };
+        let from_issuer = msg.meta.get(META_CONN).is_none();
+        if class == "080" {
+            let mut a = self.answer(&msg, "00", io.out);
+            if from_issuer && let Some(t) = msg.meta.get(META_TARGET) {
+                // An issuer's echo: answered on its pool.
+                a.meta.insert(META_TARGET, t);
+                io.out.emit(io.issuers, a).await;
+            } else {
+                io.out.emit(io.terminals, a).await;
+            }
+            return;
+        }
+        if from_issuer {
+            io.out
+                .fail(
+                    msg,
+                    "a request without meta iso8583.conn: only terminals' requests are switched",
+                )
+                .await;
+            return;
+        }
+        let term_key = self.term_key(&class, &msg.data);
+        match self.seen.get(&term_key) {
+            Some(Seen::Done(answer)) => {
+                self.counts.duplicates += 1;
+                // Our own encoding: it decodes (Null only if memory was corrupted).
+                let data = fluxrig_msg::cbor::from_slice(answer, fluxrig_msg::Limits::default())
+                    .unwrap_or(Value::Null);
+                let a = Self::to_terminal(&msg, data, io.out);
+                io.out.emit(io.terminals, a).await;
+                return;
+            }
+            Some(Seen::InFlight) => {
+                self.counts.duplicates += 1;
+                let a = self.answer(&msg, &self.duplicate_code, io.out);
+                io.out.emit(io.terminals, a).await;
+                return;
+            }
+            None => {}
+        }
+        let Some(group) = self.route(&msg.data) else {
+            self.counts.no_route += 1;
+            let a = self.answer(&msg, &self.no_route_code, io.out);
+            self.remember(term_key, &a, now);
+            io.out.emit(io.terminals, a).await;
+            return;
+        };
+        let issuer_key = self.issuer_key(&class, &msg.data);
+        if self.pending.len() >= self.max_pending || self.pending.contains_key(&issuer_key) {
+            // Full, or another terminal key that the issuer leg cannot tell
+            // apart from one in flight: refuse rather than risk a cross-wire.
+            self.counts.duplicates += u64::from(self.pending.contains_key(&issuer_key));
+            let a = self.answer(&msg, &self.duplicate_code, io.out);
+            io.out.emit(io.terminals, a).await;
+            return;
+        }
+        let Some(target) = self.pick(group, &[], now) else {
+            let a = self.answer(&msg, &self.timeout_code, io.out);
+            io.out.emit(io.terminals, a).await;
+            return;
+        };
+        self.seq += 1;
+        let fwd = self.to_target(msg.clone(), target);
+        self.outstanding[target] += 1;
+        self.pending.insert(
+            issuer_key.clone(),
+            Pending {
+                seq: self.seq,
+                request: msg,
+                term_key: term_key.clone(),
+                group,
+                target,
+                tried: vec![target],
+            },
+        );
+        self.deadlines
+            .push_back((now + self.timeout, issuer_key.clone(), self.seq));
+        self.seen.insert(term_key, Seen::InFlight);
+        self.counts.forwarded += 1;
+        io.out.emit(io.issuers, fwd).await;
+    }
+
+    /// A request an `iso8583_io` client could not send: try the next target.
+    async fn on_send_failure(&mut self, msg: FluxMsg, io: &Ports<'_>, now: Instant) {
+        let mti = Self::mti(&msg.data).to_owned();
+        let class = mti_class(&mti).unwrap_or_default();
+        let failed = msg
+            .meta
+            .get(META_TARGET)
+            .and_then(|t| self.targets.iter().position(|x| x == t));
+        if let Some(t) = failed {
+            self.down[t] = Some(now + StdDuration::from_secs(1));
+        }
+        if class == "040" || class == "042" {
+            // A reversal: it stays queued and is repeated.
+            return;
+        }
+        let issuer_key = self.issuer_key(&class, &msg.data);
+        let Some(p) = self.pending.get_mut(&issuer_key) else {
+            return;
+        };
+        if failed.is_some_and(|t| t != p.target) {
+            return;
+        }
+        let (group, tried) = (p.group, p.tried.clone());
+        match self.pick(group, &tried, now) {
+            Some(next) => {
+                self.counts.failovers += 1;
+                if let Some(p) = self.pending.get_mut(&issuer_key) {
+                    self.outstanding[p.target] = self.outstanding[p.target].saturating_sub(1);
+                    self.outstanding[next] += 1;
+                    p.target = next;
+                    p.tried.push(next);
+                }
+                let fwd = self.to_target(msg, next);
+                io.out.emit(io.issuers, fwd).await;
+            }
+            None => {
+                // Every target failed: decline now (nothing reached an issuer).
+                if let Some(p) = self.take_pending(&issuer_key) {
+                    let a = self.answer(&p.request, &self.timeout_code, io.out);
+                    self.remember(p.term_key, &a, now);
+                    io.out.emit(io.terminals, a).await;
+                }
+            }
+        }
+    }
+
+    async fn on_response(&mut self, msg: FluxMsg, io: &Ports<'_>, now: Instant) {
+        let mti = Self::mti(&msg.data).to_owned();
+        let class = mti_class(&mti).unwrap_or_default();
+        let from = msg
+            .meta
+            .get(META_TARGET)
+            .and_then(|t| self.targets.iter().position(|x| x == t));
+        let key = self.issuer_key(&class, &msg.data);
+        if class == "042" || class == "040" {
+            if from.is_some_and(|t| self.reversals.ack(&key, t).is_some()) {
+                self.counts.reversals_acked += 1;
+            } else {
+                self.unmatched(&mti);
+            }
+            return;
+        }
+        let matches = from.is_some_and(|t| self.pending.get(&key).is_some_and(|p| p.target == t));
+        if !matches {
+            self.unmatched(&mti);
+            return;
+        }
+        let Some(p) = self.take_pending(&key) else {
+            return;
+        };
+        let mut data = msg.data;
+        // The terminal gets its own key back, whatever the issuer echoed.
+        for &n in &self.key {
+            match get_element(&self.spec, &p.request.data, n) {
+                Some(v) => {
+                    set_element(&self.spec, &mut data, n, v.clone());
+                }
+                None => {
+                    remove_element(&self.spec, &mut data, n);
+                }
+            }
+        }
+        let a = Self::to_terminal(&p.request, data, io.out);
+        self.remember(p.term_key, &a, now);
+        self.counts.replied += 1;
+        io.out.emit(io.terminals, a).await;
+    }
+
+    fn unmatched(&mut self, mti: &str) {
+        self.counts.unmatched += 1;
+        let n = self.counts.unmatched;
+        // Rate-limited: the 1st, 2nd, 4th, 8th… and then every 1000th.
+        if n.is_power_of_two() || n.is_multiple_of(1000) {
+            tracing::warn!(
+                mti,
+                unmatched = n,
+                "reply matches no pending request: dropped"
+            );
+        }
+    }
+
+    /// Timeouts, reversal repeats, forgetting old answers.
+    async fn on_tick(&mut self, io: &Ports<'_>, now: Instant) {
+        while let Some((at, _, _)) = self.deadlines.front() {
+            if *at > now {
+                break;
+            }
+            let Some((_, key, seq)) = self.deadlines.pop_front() else {
+                break;
+            };
+            if self.pending.get(&key).is_none_or(|p| p.seq != seq) {
+                continue;
+            }
+            let Some(p) = self.take_pending(&key) else {
+                continue;
+            };
+            self.counts.timeouts += 1;
+            let a = self.answer(&p.request, &self.timeout_code, io.out);
+            self.remember(p.term_key.clone(), &a, now);
+            io.out.emit(io.terminals, a).await;
+            let class = mti_class(Self::mti(&p.request.data)).unwrap_or_default();
+            if class == "010" || class == "020" {
+                self.reverse(p, io, now).await;
+            }
+        }
+        for r in self.reversals.due(now, self.reversal_retry) {
+            let mut m = r.msg;
+            if let Some(map) = m.data.as_map_mut() {
+                map.insert(MTI_KEY, "0421");
+            }
+            m.id = io.out.new_id();
+            io.out.emit(io.issuers, m).await;
+        }
+        while let Some((at, _)) = self.seen_order.front() {
+            if *at > now {
+                break;
+            }
+            if let Some((_, k)) = self.seen_order.pop_front()
+                && matches!(self.seen.get(&k), Some(Seen::Done(_)))
+            {
+                self.seen.remove(&k);
+            }
+        }
+    }
+
+    /// Queues and sends the 0420 reversal of a forwarded request.
+    async fn reverse(&mut self, p: Pending, io: &Ports<'_>, now: Instant) {
+        let mut data = p.request.data.clone();
+        if let Some(map) = data.as_map_mut() {
+            map.insert(MTI_KEY, "0420");
+        }
+        remove_element(&self.spec, &mut data, 39);
+        let key = self.issuer_key("042", &data);
+        let mut msg = FluxMsg::new(io.out.new_id(), data);
+        msg.reference = Some(p.request.id);
+        msg.trace = p.request.trace;
+        msg.src = Some(io.out.ctx().entity);
+        msg.ts = fluxrig_gear::now_ns();
+        let msg = self.to_target(msg, p.target);
+        self.reversals.push(Reversal {
+            key,
+            target: p.target,
+            msg: msg.clone(),
+            attempts: 1,
+            next_at: now + self.reversal_retry,
+        });
+        self.counts.reversals += 1;
+        io.out.emit(io.issuers, msg).await;
+    }
+
+    fn next_wake(&mut self) -> Instant {
+        let far = Instant::now() + StdDuration::from_hours(1);
+        [
+            self.deadlines.front().map(|d| d.0),
+            self.reversals.next_due(),
+            self.seen_order.front().map(|d| d.0),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(far)
+    }
+}
+
+/// The gear's output ports.
+struct Ports<'a> {
+    out: &'a Outputs,
+    issuers: PortRef,
+    terminals: PortRef,
+}
+
+impl Gear for ConductorGear {
+    fn run<'a>(&'a mut self, io: &'a mut GearIo) -> BoxFuture<'a, Result<(), GearError>> {
+        Box::pin(async move {
+            let (Some(issuers), Some(terminals)) = (io.port("issuers"), io.port("terminals"))
+            else {
+                return Err(GearError::Other("conductor ports missing".to_owned()));
+            };
+            let mut last = self.counts;
+            let mut report = tokio::time::interval(StdDuration::from_secs(10));
+            loop {
+                let wake = self.next_wake();
+                let (mut input, out) = io.split();
+                let ports = Ports {
+                    out,
+                    issuers,
+                    terminals,
+                };
+                // Unbiased: neither a burst of input nor a backlog of due
+                // reversals starves the other.
+                tokio::select! {
+                    () = tokio::time::sleep_until(wake) => {
+                        self.on_tick(&ports, Instant::now()).await;
+                    }
+                    _ = report.tick() => {
+                        if self.counts != last {
+                            last = self.counts;
+                            let c = self.counts;
+                            tracing::info!(
+                                forwarded = c.forwarded, replied = c.replied, timeouts = c.timeouts,
+                                no_route = c.no_route, duplicates = c.duplicates, unmatched = c.unmatched,
+                                reversals = c.reversals, reversals_acked = c.reversals_acked,
+                                reversals_queued = self.reversals.len(), failovers = c.failovers,
+                                "conductor"
+                            );
+                        }
+                    }
+                    m = input.recv() => {
+                        let Some(msg) = m else { break };
+                        let now = Instant::now();
+                        let mti = Self::mti(&msg.data);
+                        if msg.meta.get("error.reason").is_some() && msg.meta.get(META_TARGET).is_some() {
+                            self.on_send_failure(msg, &ports, now).await;
+                        } else if is_response(mti) {
+                            self.on_response(msg, &ports, now).await;
+                        } else {
+                            self.on_request(msg, &ports, now).await;
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fluxrig_gear::Typed;
+    use fluxrig_gear::testkit::TestKit;
+    use fluxrig_iso8583::{MessageBuilder, to_value};
+    use fluxrig_msg::FluxId;
+
+    use super::*;
+
+    const CONFIG: &str =
+        "routes:\n  - {pan_prefix: ['4'], to: visa}\ngroups:\n  visa: {targets: [a]}\n";
+
+    /// A decoded message with `meta`.
+    fn msg(
+        mti: &str,
+        pan: &str,
+        stan: &str,
+        terminal: &str,
+        code: Option<&str>,
+        meta: &[(&str, &str)],
+    ) -> FluxMsg {
+        let spec = fluxrig_iso8583::bundled::bundled("iso8583-1987-ascii")
+            .unwrap()
+            .unwrap();
+        let mut b = MessageBuilder::new();
+        b.set_mti(mti)
+            .set(2, pan)
+            .set(3, "000000")
+            .set(4, "000000000100")
+            .set(7, "1127101530")
+            .set(11, stan)
+            .set(41, terminal)
+            .set(49, "978");
+        if let Some(c) = code {
+            b.set(39, c);
+        }
+        let raw = spec.encode_to_vec(&b).unwrap();
+        let mut m = FluxMsg::new(FluxId::default(), to_value(&spec.decode(&raw).unwrap()));
+        for (k, v) in meta {
+            m.meta.insert(*k, *v);
+        }
+        m
+    }
+
+    fn field<'m>(m: &'m FluxMsg, path: &[&str]) -> Option<&'m str> {
+        path.iter()
+            .try_fold(&m.data, |v, k| v.get(k))
+            .and_then(Value::as_str)
+    }
+
+    #[tokio::test]
+    async fn replies_reach_only_their_terminal_and_duplicates_are_not_forwarded() {
+        let visa = "4111111111111111";
+        let inputs = vec![
+            msg(
+                "0100",
+                visa,
+                "000001",
+                "TERM0001",
+                None,
+                &[(META_CONN, "1")],
+            ),
+            // Same STAN and time, another terminal: another transaction.
+            msg(
+                "0100",
+                visa,
+                "000001",
+                "TERM0002",
+                None,
+                &[(META_CONN, "2")],
+            ),
+            msg(
+                "0110",
+                visa,
+                "000001",
+                "TERM0002",
+                Some("00"),
+                &[(META_TARGET, "a")],
+            ),
+            // From a target the request did not go to: dropped.
+            msg(
+                "0110",
+                visa,
+                "000001",
+                "TERM0001",
+                Some("00"),
+                &[(META_TARGET, "b")],
+            ),
+            msg(
+                "0110",
+                visa,
+                "000001",
+                "TERM0001",
+                Some("51"),
+                &[(META_TARGET, "a")],
+            ),
+            // A duplicate of an answered request: the same answer, to its own connection.
+            msg(
+                "0100",
+                visa,
+                "000001",
+                "TERM0001",
+                None,
+                &[(META_CONN, "3")],
+            ),
+            msg(
+                "0100",
+                "6011111111111117",
+                "000002",
+                "TERM0001",
+                None,
+                &[(META_CONN, "5")],
+            ),
+            // A late copy of a reply already delivered: dropped.
+            msg(
+                "0110",
+                visa,
+                "000001",
+                "TERM0001",
+                Some("00"),
+                &[(META_TARGET, "a")],
+            ),
+            msg(
+                "0100",
+                visa,
+                "000003",
+                "TERM0001",
+                None,
+                &[(META_CONN, "1")],
+            ),
+            // A duplicate while the original is in flight: 94.
+            msg(
+                "0100",
+                visa,
+                "000003",
+                "TERM0001",
+                None,
+                &[(META_CONN, "4")],
+            ),
+            // A terminal's echo is answered here.
+            msg(
+                "0800",
+                visa,
+                "000004",
+                "TERM0001",
+                None,
+                &[(META_CONN, "1")],
+            ),
+            // So is an issuer's, on its own pool.
+            msg(
+                "0800",
+                visa,
+                "000005",
+                "TERM0001",
+                None,
+                &[(META_TARGET, "a")],
+            ),
+            // An issuer's other requests are not switched.
+            msg(
+                "0100",
+                visa,
+                "000006",
+                "TERM0001",
+                None,
+                &[(META_TARGET, "a")],
+            ),
+        ];
+        let kind = Typed::<Conductor>::new();
+        let run = TestKit::new(&kind, CONFIG)
+            .inputs(inputs)
+            .run()
+            .await
+            .unwrap();
+        run.result.unwrap();
+
+        let fwd = &run.outputs["issuers"];
+        let fwd_keys: Vec<_> = fwd[..3]
+            .iter()
+            .map(|m| (field(m, &["trace", "stan"]), field(m, &["terminal", "id"])))
+            .collect();
+        assert_eq!(
+            fwd_keys,
+            [
+                (Some("000001"), Some("TERM0001")),
+                (Some("000001"), Some("TERM0002")),
+                (Some("000003"), Some("TERM0001")),
+            ]
+        );
+        assert!(
+            fwd.iter()
+                .all(|m| m.meta.get(META_TARGET) == Some("a") && m.meta.get(META_CONN).is_none())
+        );
+        assert_eq!(fwd.len(), 4);
+        assert_eq!(field(&fwd[3], &["mti"]), Some("0810"));
+        assert_eq!(run.outputs["error"].len(), 1);
+
+        let replies: Vec<_> = run.outputs["terminals"]
+            .iter()
+            .map(|m| {
+                (
+                    m.meta.get(META_CONN).unwrap(),
+                    field(m, &["mti"]).unwrap(),
+                    field(m, &["terminal", "id"]).unwrap_or("-"),
+                    field(m, &["response", "code"]).unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            replies,
+            [
+                ("2", "0110", "TERM0002", "00"),
+                ("1", "0110", "TERM0001", "51"),
+                ("3", "0110", "TERM0001", "51"),
+                ("5", "0110", "TERM0001", "15"),
+                ("4", "0110", "TERM0001", "94"),
+                ("1", "0810", "TERM0001", "00"),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_memory_queue_repeats_due_reversals_until_acknowledged() {
+        let t0 = Instant::now();
+        let retry = StdDuration::from_secs(5);
+        let mut q = MemoryReversals::default();
+        let rev = |key: &str, target: usize, secs: u64| Reversal {
+            key: key.to_owned(),
+            target,
+            msg: FluxMsg::new(FluxId::default(), Value::Null),
+            attempts: 1,
+            next_at: t0 + StdDuration::from_secs(secs),
+        };
+        q.push(rev("a", 0, 5));
+        q.push(rev("b", 1, 3));
+        q.push(rev("c", 0, 9));
+        assert_eq!(q.next_due(), Some(t0 + StdDuration::from_secs(3)));
+        let due: Vec<_> = q
+            .due(t0 + StdDuration::from_secs(6), retry)
+            .into_iter()
+            .map(|r| (r.key, r.attempts))
+            .collect();
+        assert_eq!(due, [("b".to_owned(), 2), ("a".to_owned(), 2)]);
+        // A 0430 from another target acknowledges nothing.
+        assert!(q.ack("a", 1).is_none());
+        assert!(q.ack("a", 0).is_some());
+        assert_eq!(q.len(), 2);
+        assert_eq!(q.next_due(), Some(t0 + StdDuration::from_secs(9)));
+        let due: Vec<_> = q
+            .due(t0 + StdDuration::from_secs(12), retry)
+            .into_iter()
+            .map(|r| r.key)
+            .collect();
+        assert_eq!(due, ["c", "b"]);
+        assert!(q.due(t0 + StdDuration::from_secs(12), retry).is_empty());
+    }
+
+    #[test]
+    fn mti_classes_pair_requests_responses_and_repeats() {
+        assert_eq!(mti_class("0100").as_deref(), Some("010"));
+        assert_eq!(mti_class("0110").as_deref(), Some("010"));
+        assert_eq!(mti_class("0420").as_deref(), Some("042"));
+        assert_eq!(mti_class("0421").as_deref(), Some("042"));
+        assert_eq!(mti_class("0430").as_deref(), Some("042"));
+        assert_eq!(mti_class("01x0"), None);
+        assert!(is_response("0110") && is_response("0430") && !is_response("0421"));
+    }
+}

@@ -1,0 +1,545 @@
+//! The example payment switch (`examples/payment-switch.yaml`) end to end,
+//! with real parts: two `fluxrig iso8583 issuer` simulators, the Rack
+//! (`fluxrig run`), a pyiso8583 terminal and `fluxrig iso8583 load`. Every
+//! address is moved to a free loopback port.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fluxrig_test_support::{ChildGuard, free_port, python};
+use serde_json::Value as Json;
+
+/// This checkout's root (from this crate, so a shared target directory
+/// cannot point it at another checkout).
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn fluxrig() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_fluxrig"))
+}
+
+/// An issuer simulator logging to `log`, on a free port.
+fn issuer(log: &Path) -> (ChildGuard, u16) {
+    let mut cmd = fluxrig();
+    cmd.args(["iso8583", "issuer", "--listen", "127.0.0.1:0", "--log"])
+        .arg(log)
+        .stderr(Stdio::null());
+    let (guard, rest) = ChildGuard::spawn_and_wait_for(cmd, "listening on ");
+    let addr = rest.split_whitespace().next().unwrap();
+    (guard, addr.rsplit(':').next().unwrap().parse().unwrap())
+}
+
+/// Lines of a JSON-lines log (an empty list before the file exists).
+fn log_lines(path: &Path) -> Vec<Json> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < limit, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The example switch with two issuers, all on free ports.
+struct Switch {
+    _rack: ChildGuard,
+    issuers: Vec<Option<ChildGuard>>,
+    port: u16,
+    logs: [PathBuf; 2],
+    rack_log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Switch {
+    fn start() -> Switch {
+        Switch::start_with(|s| s)
+    }
+
+    /// The example with `edit` applied to its text.
+    fn start_with(edit: impl FnOnce(String) -> String) -> Switch {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = [dir.path().join("a.jsonl"), dir.path().join("b.jsonl")];
+        let (a, a_port) = issuer(&logs[0]);
+        let (b, b_port) = issuer(&logs[1]);
+        let port = free_port();
+        let example = std::fs::read_to_string(root().join("examples/payment-switch.yaml")).unwrap();
+        for addr in ["127.0.0.1:8583", "127.0.0.1:9583", "127.0.0.1:9584"] {
+            assert!(example.contains(addr), "the example no longer uses {addr}");
+        }
+        let scenario = edit(example)
+            .replace("127.0.0.1:8583", &format!("127.0.0.1:{port}"))
+            .replace("127.0.0.1:9583", &format!("127.0.0.1:{a_port}"))
+            .replace("127.0.0.1:9584", &format!("127.0.0.1:{b_port}"));
+        let file = dir.path().join("switch.yaml");
+        std::fs::write(&file, scenario).unwrap();
+        let rack_log = dir.path().join("rack.log");
+        let rack = fluxrig()
+            .arg("run")
+            .arg(&file)
+            .arg("--data")
+            .arg(dir.path().join("data"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&rack_log).unwrap())
+            .spawn()
+            .unwrap();
+        let rack = ChildGuard(rack);
+        wait_until("the switch to listen", Duration::from_secs(30), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        // Both pooled connections of each issuer have signed on (0800).
+        for log in &logs {
+            wait_until("issuer sign-ons", Duration::from_secs(30), || {
+                log_lines(log).iter().filter(|l| l["mti"] == "0800").count() >= 2
+            });
+        }
+        Switch {
+            _rack: rack,
+            issuers: vec![Some(a), Some(b)],
+            port,
+            logs,
+            rack_log,
+            _dir: dir,
+        }
+    }
+
+    fn terminal(&self, mode: &str) -> String {
+        let out = Command::new(python())
+            .arg(root().join("tests/python/switch_terminal.py"))
+            .args(["127.0.0.1", &self.port.to_string(), mode])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "terminal ({mode}) failed:\n{stdout}\n{}\nrack log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&self.rack_log).unwrap_or_default()
+        );
+        stdout
+    }
+
+    fn load(&self, args: &[&str]) -> Json {
+        let out = self.load_command(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn load_command(&self, args: &[&str]) -> Command {
+        let mut cmd = fluxrig();
+        cmd.args(["iso8583", "load", "--target"])
+            .arg(format!("127.0.0.1:{}", self.port))
+            .args(args)
+            .arg("--json");
+        cmd
+    }
+
+    /// Business messages (not 0800) each issuer received.
+    fn received(&self, i: usize) -> Vec<Json> {
+        log_lines(&self.logs[i])
+            .into_iter()
+            .filter(|l| l["mti"] != "0800")
+            .collect()
+    }
+}
+
+#[test]
+fn a_pyiso8583_terminal_through_the_switch_and_a_duplicate_storm() {
+    let sw = Switch::start();
+    let out = sw.terminal("basic");
+    assert_eq!(out.matches("ok   ").count(), 7, "{out}");
+
+    // Routing by PAN prefix: 4… to issuer A, 5… to issuer B, 6… to nobody.
+    let a = sw.received(0);
+    let b = sw.received(1);
+    let stans = |l: &[Json], mti: &str| -> Vec<String> {
+        l.iter()
+            .filter(|m| m["mti"] == mti && m["terminal"] == "TERM0042")
+            .map(|m| m["stan"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(stans(&a, "0100"), ["000101", "000102", "000105"]);
+    assert_eq!(stans(&b, "0100"), ["000103"]);
+    assert!(
+        a.iter()
+            .chain(&b)
+            .all(|m| m["pan_masked"] != "601111******1117")
+    );
+    // The silent issuer got exactly one reversal for the timed-out request.
+    wait_until("the reversal", Duration::from_secs(10), || {
+        stans(&sw.received(0), "0420") == ["000105"]
+    });
+
+    // Every copy of the storm is answered, and each request reached an issuer once.
+    let out = sw.terminal("storm");
+    let sent: Vec<&str> = out
+        .lines()
+        .find_map(|l| l.strip_prefix("stans "))
+        .unwrap()
+        .split(',')
+        .collect();
+    assert_eq!(sent.len(), 40);
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for m in sw.received(0).iter().chain(&sw.received(1)) {
+        if m["mti"] == "0100" && m["terminal"] == "TERMSTRM" {
+            *seen
+                .entry(m["stan"].as_str().unwrap().to_owned())
+                .or_default() += 1;
+        }
+    }
+    for stan in sent {
+        assert_eq!(seen.get(stan), Some(&1), "stan {stan} forwarded {seen:?}");
+    }
+}
+
+#[test]
+fn two_hundred_terminals_under_load_never_get_a_wrong_reply() {
+    let sw = Switch::start();
+
+    // A garbage frame (length over the limit) closes only its connection.
+    let mut bad = TcpStream::connect(("127.0.0.1", sw.port)).unwrap();
+    bad.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    bad.write_all(&[0xFF, 0xFF, b'0', b'1']).unwrap();
+    let mut buf = [0_u8; 16];
+    assert_eq!(
+        bad.read(&mut buf).unwrap_or(0),
+        0,
+        "the bad connection is closed"
+    );
+
+    // Idle connections, and one stuck inside a frame, do not hold anyone up.
+    let idle: Vec<TcpStream> = (0..300)
+        .map(|_| TcpStream::connect(("127.0.0.1", sw.port)).unwrap())
+        .collect();
+    let mut partial = TcpStream::connect(("127.0.0.1", sw.port)).unwrap();
+    partial.write_all(&[0x00, 0x64, b'0', b'1', b'0']).unwrap();
+
+    // 200 terminal connections; every 50th amount ends in 999 (the issuer
+    // stays silent: the switch answers 91 and reverses).
+    let r = sw.load(&[
+        "--tps",
+        "1000",
+        "--duration",
+        "3s",
+        "--concurrency",
+        "200",
+        "--no-answer-every",
+        "50",
+        "--pan-prefixes",
+        "411111,555555",
+    ]);
+    drop((idle, partial));
+    let n = |k: &str| r[k].as_u64().unwrap();
+    assert_eq!(n("mismatches"), 0, "{r}");
+    assert_eq!(n("errors"), 0, "{r}");
+    assert_eq!(n("timeouts"), 0, "{r}");
+    assert!(n("sent") >= 2000, "{r}");
+    assert_eq!(n("received"), n("sent"), "{r}");
+    assert_eq!(n("approved") + n("declined"), n("received"), "{r}");
+
+    // One reversal per silent request, to the issuer that stayed silent.
+    let silent = |l: &[Json]| -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = l
+            .iter()
+            .filter(|m| m["mti"] == "0100" && m["amount"].as_str().unwrap().ends_with("999"))
+            .map(|m| (m["stan"].to_string(), m["terminal"].to_string()))
+            .collect();
+        v.sort();
+        v
+    };
+    let reversed = |l: &[Json]| -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = l
+            .iter()
+            .filter(|m| m["mti"] == "0420" || m["mti"] == "0421")
+            .map(|m| (m["stan"].to_string(), m["terminal"].to_string()))
+            .collect();
+        v.sort();
+        v
+    };
+    let expected = [silent(&sw.received(0)), silent(&sw.received(1))];
+    assert!(!expected[0].is_empty() || !expected[1].is_empty());
+    wait_until("every reversal", Duration::from_secs(15), || {
+        reversed(&sw.received(0)) == expected[0] && reversed(&sw.received(1)) == expected[1]
+    });
+    // Both card prefixes were routed: 4… to issuer A, 5… to issuer B.
+    for (i, prefix) in [(0, "411111"), (1, "555555")] {
+        let got = sw.received(i);
+        assert!(got.len() > 100, "issuer {i} got {}", got.len());
+        assert!(
+            got.iter()
+                .all(|m| m["pan_masked"].as_str().unwrap().starts_with(prefix))
+        );
+    }
+
+    // The rack says it counted the bad connection.
+    let log = std::fs::read_to_string(&sw.rack_log).unwrap();
+    assert!(
+        BufReader::new(log.as_bytes())
+            .lines()
+            .any(|l| l.unwrap().contains("closed_for_bad_frames=1")),
+        "{log}"
+    );
+}
+
+#[test]
+fn an_issuer_killed_mid_load_fails_over_and_no_reply_is_lost() {
+    // Group A fails over to issuer B's simulator.
+    let mut sw = Switch::start_with(|s| {
+        s.replace(
+            "issuer_a: {targets: [a]}",
+            "issuer_a: {targets: [a, b], balance: failover}",
+        )
+    });
+    let load = sw
+        .load_command(&["--tps", "300", "--duration", "4s", "--concurrency", "20"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("traffic at issuer A", Duration::from_secs(20), || {
+        sw.received(0).len() > 100
+    });
+    drop(sw.issuers[0].take()); // kill -9 issuer A
+    let out = load.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Json = serde_json::from_slice(&out.stdout).unwrap();
+    let n = |k: &str| r[k].as_u64().unwrap();
+    // Every request got an answer: the issuer's, or 91 for those lost with A.
+    assert_eq!(n("mismatches"), 0, "{r}");
+    assert_eq!(n("errors"), 0, "{r}");
+    assert_eq!(n("timeouts"), 0, "{r}");
+    assert_eq!(n("received"), n("sent"), "{r}");
+    // After A died, the rest went to B.
+    assert!(sw.received(1).len() > 100, "{r}");
+}
+
+/// Runs `openssl` with `args` in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate.
+fn certificates(dir: &Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=fluxrig test CA",
+    ]);
+    openssl(dir, &ca);
+    for (name, ext) in [
+        (
+            "server",
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        ),
+        ("client", "extendedKeyUsage=clientAuth\n"),
+    ] {
+        std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+        let (key, csr, pem, extf, subj) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+            format!("{name}.ext"),
+            format!("/CN=fluxrig test {name}"),
+        );
+        let mut req = vec!["req"];
+        req.extend(ec);
+        req.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+        openssl(dir, &req);
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                &extf,
+            ],
+        );
+    }
+}
+
+#[test]
+fn tls_with_client_certificates_between_the_switch_and_an_issuer() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    certificates(d);
+
+    // The issuer: a Rack that answers every request 00 over TLS, and
+    // requires a client certificate (mTLS).
+    let issuer_port = free_port();
+    let issuer = format!(
+        "meta: {{name: tls-issuer, version: 1.0.0}}
+gears:
+  - name: net
+    type: iso8583_io
+    config: {{mode: server, listen: '127.0.0.1:{issuer_port}', tls: {{cert: server.pem, key: server.key, ca: ca.pem}}}}
+  - {{name: decode, type: iso8583_codec, config: {{direction: decode}}}}
+  - name: answer
+    type: map
+    config: {{source: '.mti = if .mti == \"0800\" {{ \"0810\" }} else {{ \"0110\" }}; .response.code = \"00\"'}}
+  - {{name: encode, type: iso8583_codec, config: {{direction: encode}}}}
+wires:
+  - {{from: net.out, to: decode.in}}
+  - {{from: decode.out, to: answer.in}}
+  - {{from: answer.out, to: encode.in}}
+  - {{from: encode.out, to: net.in, cycle: true}}
+"
+    );
+    std::fs::write(d.join("issuer.yaml"), issuer).unwrap();
+    let issuer_log = d.join("issuer.log");
+    let _issuer = ChildGuard(
+        fluxrig()
+            .arg("run")
+            .arg(d.join("issuer.yaml"))
+            .arg("--data")
+            .arg(d.join("issuer-data"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&issuer_log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("the TLS issuer", Duration::from_secs(30), || {
+        TcpStream::connect(("127.0.0.1", issuer_port)).is_ok()
+    });
+
+    // A client without a certificate is refused.
+    let refused = Command::new(python())
+        .arg("-c")
+        .arg(
+            "import socket, ssl, sys\n\
+             ctx = ssl.create_default_context(cafile=sys.argv[1])\n\
+             s = ctx.wrap_socket(socket.create_connection(('127.0.0.1', int(sys.argv[2])), timeout=10), server_hostname='127.0.0.1')\n\
+             try:\n    s.sendall(bytes.fromhex('0004') + b'0800')\n    print('read', len(s.recv(64)))\n\
+             except (ssl.SSLError, ConnectionError) as e:\n    print('refused', type(e).__name__)\n",
+        )
+        .arg(d.join("ca.pem"))
+        .arg(issuer_port.to_string())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&refused.stdout);
+    assert!(
+        said.starts_with("refused") || said.starts_with("read 0"),
+        "{said}{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    // The example switch, its issuer A over mTLS.
+    let port = free_port();
+    let tls = format!(
+        "      mode: client\n      tls: {{ca: '{0}/ca.pem', cert: '{0}/client.pem', key: '{0}/client.key'}}\n",
+        d.display()
+    );
+    let example = std::fs::read_to_string(root().join("examples/payment-switch.yaml")).unwrap();
+    assert!(example.contains("      mode: client\n"));
+    let scenario = example
+        .replace("      mode: client\n", &tls)
+        .replace("127.0.0.1:8583", &format!("127.0.0.1:{port}"))
+        .replace("127.0.0.1:9583", &format!("127.0.0.1:{issuer_port}"))
+        .replace("127.0.0.1:9584", &format!("127.0.0.1:{}", free_port()));
+    std::fs::write(d.join("switch.yaml"), scenario).unwrap();
+    let rack_log = d.join("switch.log");
+    let _rack = ChildGuard(
+        fluxrig()
+            .arg("run")
+            .arg(d.join("switch.yaml"))
+            .arg("--data")
+            .arg(d.join("switch-data"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&rack_log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until(
+        "the switch's TLS connections",
+        Duration::from_secs(30),
+        || {
+            std::fs::read_to_string(&rack_log)
+                .unwrap_or_default()
+                .matches("issuer connection up")
+                .count()
+                >= 2
+        },
+    );
+    let out = fluxrig()
+        .args(["iso8583", "load", "--target"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args([
+            "--tps",
+            "200",
+            "--duration",
+            "2s",
+            "--concurrency",
+            "4",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Json = serde_json::from_slice(&out.stdout).unwrap();
+    let n = |k: &str| r[k].as_u64().unwrap();
+    assert_eq!(n("mismatches"), 0, "{r}");
+    assert!(n("sent") >= 300, "{r}");
+    assert_eq!(
+        n("approved"),
+        n("sent"),
+        "{r}\n{}",
+        std::fs::read_to_string(&issuer_log).unwrap_or_default()
+    );
+}
