@@ -24,7 +24,7 @@ DUCKDB_LIB_DIR ?= $(HOME)/.cache/fluxrig/duckdb-$(DUCKDB_VERSION)
 override DUCKDB_LIB_DIR := $(abspath $(DUCKDB_LIB_DIR))
 export DUCKDB_LIB_DIR
 
-.PHONY: help build run test test-deps deps-duckdb bench lint fmt fmt-check fuzz-smoke clean
+.PHONY: help build run quickstart test test-deps deps-duckdb bench lint fmt fmt-check fuzz-smoke clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -32,7 +32,10 @@ help: ## List the targets
 build: deps-duckdb ## Build every crate and the fluxrig binary
 	cargo build --workspace --all-targets
 
-run: deps-duckdb ## Run the demo: the quickstart scenario (examples/quickstart.yaml)
+run: deps-duckdb ## Run the demo: the payment switch with two issuers under load for 30 s
+	cargo run -q -p fluxrig -- demo
+
+quickstart: deps-duckdb ## Run the quickstart scenario (examples/quickstart.yaml)
 	cargo run -q -p fluxrig -- run examples/quickstart.yaml
 
 # The venv is rebuilt when the requirements change.

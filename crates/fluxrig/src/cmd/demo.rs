@@ -185,6 +185,29 @@ pub(crate) fn run(args: &DemoArgs) -> CmdResult {
             count(log, "0421")
         );
     }
+    audit_trail(&exe, &dir.join("rack"));
     drop(children);
     Ok(())
+}
+
+/// What the Rack's write-ahead log says happened, through the same query
+/// a user would run: requests taken from terminals and replies taken from
+/// each issuer, each with its completion records.
+fn audit_trail(exe: &std::path::Path, data: &std::path::Path) {
+    const SQL: &str = "SELECT gear, coalesce(json_extract_string(meta, '$.\"iso8583.target\"'), '') \
+         AS issuer, direction, count(*) AS records FROM messages \
+         WHERE direction IN ('in', 'done') GROUP BY ALL ORDER BY ALL";
+    println!();
+    println!(
+        "audit trail: fluxrig audit query --data {} \"{SQL}\"",
+        data.display()
+    );
+    let status = std::process::Command::new(exe)
+        .args(["audit", "query", "--data"])
+        .arg(data)
+        .arg(SQL)
+        .status();
+    if !status.is_ok_and(|s| s.success()) {
+        println!("(the audit query did not run)");
+    }
 }
