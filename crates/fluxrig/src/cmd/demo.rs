@@ -121,6 +121,8 @@ pub(crate) fn run(args: &DemoArgs) -> CmdResult {
         logs.push(log);
     }
     let rack_log = dir.join("rack.log");
+    // The Rack's data directory outlives a run: the audit query looks at this one.
+    let started = humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string();
     let mut cmd = Command::new(&exe);
     cmd.arg("run")
         .arg(&scenario)
@@ -185,27 +187,30 @@ pub(crate) fn run(args: &DemoArgs) -> CmdResult {
             count(log, "0421")
         );
     }
-    audit_trail(&exe, &dir.join("rack"));
+    audit_trail(&exe, &dir.join("rack"), &started);
     drop(children);
     Ok(())
 }
 
-/// What the Rack's write-ahead log says happened, through the same query
-/// a user would run: requests taken from terminals and replies taken from
-/// each issuer, each with its completion records.
-fn audit_trail(exe: &std::path::Path, data: &std::path::Path) {
-    const SQL: &str = "SELECT gear, coalesce(json_extract_string(meta, '$.\"iso8583.target\"'), '') \
-         AS issuer, direction, count(*) AS records FROM messages \
-         WHERE direction IN ('in', 'done') GROUP BY ALL ORDER BY ALL";
+/// What the Rack's write-ahead log says happened in this run (from
+/// `since`, RFC 3339), through the same query a user would run: requests
+/// taken from terminals and replies taken from each issuer, each with its
+/// completion records.
+fn audit_trail(exe: &std::path::Path, data: &std::path::Path, since: &str) {
+    let sql = format!(
+        "SELECT gear, coalesce(json_extract_string(meta, '$.\"iso8583.target\"'), '') AS issuer, \
+         direction, count(*) AS records FROM messages WHERE direction IN ('in', 'done') \
+         AND ts >= TIMESTAMPTZ '{since}' GROUP BY ALL ORDER BY ALL"
+    );
     println!();
     println!(
-        "audit trail: fluxrig audit query --data {} \"{SQL}\"",
+        "audit trail: fluxrig audit query --data {} \"{sql}\"",
         data.display()
     );
     let status = std::process::Command::new(exe)
         .args(["audit", "query", "--data"])
         .arg(data)
-        .arg(SQL)
+        .arg(&sql)
         .status();
     if !status.is_ok_and(|s| s.success()) {
         println!("(the audit query did not run)");
