@@ -440,14 +440,7 @@ impl Outputs {
         let Some(j) = &self.ctx.journal else {
             return;
         };
-        let found = {
-            let mut q = self.outstanding();
-            q.iter()
-                .position(|(i, _)| *i == id)
-                .and_then(|at| q.remove(at))
-                .is_some()
-        };
-        if found {
+        if self.take_outstanding(id) {
             // The journal logs its own failures; the message itself goes on
             // to the error port or the dead-letter log either way.
             let _ = j
@@ -463,9 +456,39 @@ impl Outputs {
     /// A message failed and must not wait for the `error` port (a gear that
     /// may not block, e.g. with a full backlog): it goes straight to the
     /// dead-letter log, counted as an error.
+    ///
+    /// With a journal the message's completion is recorded too, without
+    /// waiting (a crash before the record lands replays it), so later
+    /// deliveries are not counted against it.
     pub fn fail_now(&self, msg: FluxMsg, reason: impl fmt::Display) {
         self.ctx.stats.add_error(1);
+        if let Some(j) = &self.ctx.journal
+            && self.take_outstanding(msg.id)
+        {
+            let j = Arc::clone(j);
+            let id = msg.id;
+            tokio::spawn(async move {
+                // The journal logs its own failures.
+                let _ = j
+                    .delivered(vec![Delivery {
+                        id,
+                        egress: None,
+                        offset: None,
+                    }])
+                    .await;
+            });
+        }
         self.dead_letter(msg, reason.to_string());
+    }
+
+    /// Removes a received message from the ones awaiting delivery; false
+    /// when it was not there.
+    fn take_outstanding(&self, id: FluxId) -> bool {
+        let mut q = self.outstanding();
+        q.iter()
+            .position(|(i, _)| *i == id)
+            .and_then(|at| q.remove(at))
+            .is_some()
     }
 
     fn dead_letter(&self, msg: FluxMsg, reason: String) {

@@ -70,6 +70,7 @@ pub struct TestKit<'a> {
     wire_error: bool,
     cancel_after: Option<Duration>,
     base_dir: PathBuf,
+    journal: Option<Arc<dyn crate::journal::Journal>>,
 }
 
 impl<'a> TestKit<'a> {
@@ -82,7 +83,15 @@ impl<'a> TestKit<'a> {
             wire_error: true,
             cancel_after: None,
             base_dir: std::env::current_dir().unwrap_or_default(),
+            journal: None,
         }
+    }
+
+    /// Give the gear a journal (the Rack gives it its write-ahead log).
+    #[must_use]
+    pub fn journal(mut self, journal: Arc<dyn crate::journal::Journal>) -> Self {
+        self.journal = Some(journal);
+        self
     }
 
     /// Messages fed to the `in` port, in order; the input closes after them.
@@ -186,7 +195,7 @@ impl<'a> TestKit<'a> {
             cancel: cancel.clone(),
             dead_letters: Arc::clone(&dead) as Arc<dyn DeadLetters>,
             stats: Arc::clone(&stats),
-            journal: None,
+            journal: self.journal.clone(),
         };
         if let Some(d) = self.cancel_after {
             let c = cancel.clone();
