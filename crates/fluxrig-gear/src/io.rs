@@ -10,6 +10,7 @@ use fluxrig_msg::{EntityId, FluxId, FluxMsg, Hop, IdGenerator};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::GearError;
+use crate::admission::{Admission, Gate};
 use crate::journal::{Delivery, Durable, Ingress, Journal, JournalError};
 use crate::lane::{Inbox, LaneSet};
 use crate::stats::GearStats;
@@ -54,6 +55,12 @@ pub struct RunContext {
     /// The Rack's journal for this gear (its write-ahead log), for sources
     /// and sinks; `None` for transforms and outside a Rack.
     pub journal: Option<Arc<dyn Journal>>,
+    /// This gear's gate: a sink closes it while it refuses new work (its
+    /// pending buffer is full under the `reject` policy).
+    pub gate: Arc<Gate>,
+    /// The gates downstream of this gear: a source that can refuse a
+    /// request (`http_in`) checks them before it accepts one.
+    pub admission: Admission,
 }
 
 /// Handle to one of a gear's output ports (resolve it once, emit often).

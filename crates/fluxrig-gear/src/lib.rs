@@ -19,6 +19,7 @@
 //! gear's `error` port when wired, else to the Rack's dead-letter log —
 //! never silently dropped.
 
+pub mod admission;
 mod io;
 pub mod journal;
 mod kind;
@@ -31,6 +32,7 @@ use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 
+pub use admission::{Admission, Gate};
 pub use io::{
     DeadLetter, DeadLetters, GearIo, Input, IoParts, OutputPort, Outputs, PortRef, RunContext,
     now_ns,

@@ -11,6 +11,7 @@ pub struct GearStats {
     errors: AtomicU64,
     dead_letters: AtomicU64,
     restarts: AtomicU64,
+    rejected: AtomicU64,
 }
 
 /// A copy of a gear's counters at one moment.
@@ -26,6 +27,9 @@ pub struct StatsSnapshot {
     pub dead_letters: u64,
     /// Times the gear was restarted after a failure.
     pub restarts: u64,
+    /// Messages refused at ingress (a sink downstream was full under the
+    /// `reject` policy); the sender was told to retry.
+    pub rejected: u64,
 }
 
 impl GearStats {
@@ -50,6 +54,11 @@ impl GearStats {
         self.restarts.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a message refused at ingress.
+    pub fn add_rejected(&self) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The counters now.
     pub fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {
@@ -58,6 +67,7 @@ impl GearStats {
             errors: self.errors.load(Ordering::Relaxed),
             dead_letters: self.dead_letters.load(Ordering::Relaxed),
             restarts: self.restarts.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
         }
     }
 }

@@ -196,6 +196,8 @@ impl<'a> TestKit<'a> {
             dead_letters: Arc::clone(&dead) as Arc<dyn DeadLetters>,
             stats: Arc::clone(&stats),
             journal: self.journal.clone(),
+            gate: Arc::new(crate::Gate::new(Arc::clone(&bctx.gear))),
+            admission: crate::Admission::default(),
         };
         if let Some(d) = self.cancel_after {
             let c = cancel.clone();

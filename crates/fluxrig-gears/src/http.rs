@@ -12,8 +12,8 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use fluxrig_config::Duration;
 use fluxrig_gear::{
-    BoxFuture, BuildContext, BuildError, CheckContext, ConfigIssue, Durable, Gear, GearError,
-    GearIo, GearKind, IDEMPOTENCY_META, JournalError, Role,
+    Admission, BoxFuture, BuildContext, BuildError, CheckContext, ConfigIssue, Durable, Gear,
+    GearError, GearIo, GearKind, GearStats, IDEMPOTENCY_META, JournalError, Role,
 };
 use fluxrig_msg::json::{JsonMsg, JsonValue};
 use fluxrig_msg::{FluxId, FluxMsg, TraceContext, Value};
@@ -79,7 +79,8 @@ impl GearKind for HttpIn {
         the message is in the Rack and its ingress record is durable in the Rack's write-ahead log \
         (under the sync policy `always`, concurrent requests share one sync); `400` with the reason for a body that claims JSON but is not, `405` for \
         other methods, `413` for a body above `max_body`, and `503` (with `Retry-After`) when the Rack \
-        cannot take the message within `accept_timeout` (back-pressure) or cannot record it. An \
+        cannot take the message within `accept_timeout` (back-pressure), at once while a destination downstream \
+        is full under `pending.when_full: reject` (counted as `rejected`), or cannot record it. An \
         `Idempotency-Key` header (up to 256 characters) makes retries safe: a request whose key was \
         recorded before (also before a restart) is answered with the first message's id and not \
         emitted again. A `traceparent` header becomes \
@@ -143,6 +144,8 @@ struct HttpState {
     tx: mpsc::Sender<Incoming>,
     path: Arc<str>,
     accept_timeout: StdDuration,
+    admission: Admission,
+    stats: Arc<GearStats>,
 }
 
 fn json_reply(status: StatusCode, body: &serde_json::Value) -> Response {
@@ -228,6 +231,17 @@ async fn accept(
     if !content_type.is_empty() {
         msg.meta.insert("http.content_type", content_type);
     }
+    if let Err(gear) = st.admission.check() {
+        st.stats.add_rejected();
+        tracing::debug!(%gear, "refused: a destination's pending file is full");
+        let mut r = json_reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({"error": "a destination is full; retry later"}),
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return r;
+    }
     let (accepted, done) = oneshot::channel();
     let busy = || {
         let mut r = json_reply(
@@ -280,6 +294,8 @@ impl HttpInGear {
             tx,
             path: Arc::from(self.path.as_str()),
             accept_timeout: self.accept_timeout,
+            admission: io.ctx().admission.clone(),
+            stats: Arc::clone(&io.ctx().stats),
         };
         let app = Router::new()
             .route(&self.path, axum::routing::any(accept))
@@ -398,11 +414,29 @@ fn default_pending_bytes() -> u64 {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PendingConfig {
-    /// Largest size of the pending file in bytes (default 64 MiB). When it
-    /// is reached the gear stops taking input: back-pressure reaches the
-    /// sources (`http_in` answers 503 after its `accept_timeout`).
+    /// Largest size of the pending file in bytes (default 64 MiB).
     #[serde(default = "default_pending_bytes")]
     pub max_bytes: u64,
+    /// What happens when the pending file is full (it counts as full until
+    /// it has drained).
+    #[serde(default)]
+    pub when_full: PendingFull,
+}
+
+/// What `http_out` does when its pending file is full.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PendingFull {
+    /// Stop taking input (default): back-pressure reaches the sources,
+    /// and `http_in` answers 503 once a request has waited its
+    /// `accept_timeout`.
+    #[default]
+    Block,
+    /// Stop taking input and make the sources upstream refuse new messages
+    /// at once: `http_in` answers 503 with `Retry-After` without waiting,
+    /// counted as `rejected`. Messages already accepted wait in their
+    /// lanes; none is dropped.
+    Reject,
 }
 
 /// The `http_out` gear type.
@@ -424,7 +458,7 @@ impl GearKind for HttpOut {
         so a destination that is down does not hold up the other wires of the sources; connection errors, \
         timeouts, 5xx and 429 are then retried without limit (backoff up to `max_backoff`) and messages are \
         delivered in order once the destination returns. The pending file is an overflow buffer: the messages \
-        in it are also in the Rack's write-ahead log, not yet completed, and are replayed after a restart.";
+        in it are also in the Rack's write-ahead log, not yet completed, and are replayed after a restart.         When the file is full, `pending.when_full` decides: `block` (default) stops taking input, so         back-pressure reaches the sources; `reject` also makes every source upstream that can refuse         (`http_in`) answer new requests 503 with `Retry-After` at once, counted as `rejected`, until the file         has drained. Either way no accepted message is dropped.";
     const EXAMPLE: &'static str = "- name: egress\n  type: http_out\n  config: {url: 'http://127.0.0.1:9000/ingest', timeout: 2s, retries: 3}";
 
     fn check(config: &HttpOutConfig, _ctx: &CheckContext) -> Vec<ConfigIssue> {
@@ -493,6 +527,10 @@ impl GearKind for HttpOut {
                 headers,
             }),
             spool,
+            when_full: config
+                .pending
+                .as_ref()
+                .map_or(PendingFull::Block, |p| p.when_full),
             body: config.body,
             retries: config.retries,
             backoff: config.backoff.get(),
@@ -512,6 +550,7 @@ struct Target {
 struct HttpOutGear {
     target: Arc<Target>,
     spool: Option<Spool>,
+    when_full: PendingFull,
     body: BodyKind,
     retries: u32,
     backoff: StdDuration,
@@ -638,6 +677,27 @@ impl HttpOutGear {
         result
     }
 
+    /// Tells the sources upstream (policy `reject`) whether the pending
+    /// file is full, logging each change.
+    fn signal_full(&self, io: &GearIo, full: bool) {
+        let gate = &io.ctx().gate;
+        match (self.when_full, full) {
+            (PendingFull::Block, _) => {}
+            (PendingFull::Reject, true) => {
+                if gate.close() {
+                    tracing::warn!(url = %self.target.url, refused_so_far = gate.refused(),
+                        "pending file is full: sources upstream refuse new messages until it drains");
+                }
+            }
+            (PendingFull::Reject, false) => {
+                if gate.open() {
+                    tracing::info!(url = %self.target.url, refused_so_far = gate.refused(),
+                        "pending file drained: sources upstream accept messages again");
+                }
+            }
+        }
+    }
+
     async fn pending_loop(&self, io: &mut GearIo, spool: &mut Spool) -> Result<(), GearError> {
         let mut inflight: Option<(FluxMsg, BoxFuture<'static, Sent>)> = None;
         let mut closed = false;
@@ -669,6 +729,7 @@ impl HttpOutGear {
                 }
             }
             let full = spool.is_full();
+            self.signal_full(io, full);
             tokio::select! {
                 m = io.recv(), if !closed && !full => match m {
                     Some(m) => spool.push(&m).map_err(|e| GearError::io(what(), e))?,

@@ -29,8 +29,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fluxrig_gear::{
-    BuildContext, DeadLetters, GearIo, GearStats, Inbox, InboxAdder, IoParts, Lane, LaneSet,
-    OutputPort, PortDir, RunContext, StatsSnapshot, WeakLane, lane,
+    Admission, BuildContext, DeadLetters, Gate, GearIo, GearStats, Inbox, InboxAdder, IoParts,
+    Lane, LaneSet, OutputPort, PortDir, RunContext, StatsSnapshot, WeakLane, lane,
 };
 use fluxrig_msg::{FluxMsg, IdGenerator};
 use fluxrig_scenario::{Endpoint, GearSpec, Scenario};
@@ -189,6 +189,8 @@ struct Running {
     outputs: BTreeMap<String, Arc<LaneSet>>,
     adder: Option<InboxAdder>,
     cancel: CancellationToken,
+    gate: Arc<Gate>,
+    admission: Admission,
     /// Generation of the gear's task in the join set.
     task: tokio::task::Id,
 }
@@ -201,6 +203,8 @@ struct Staged {
     outputs: BTreeMap<String, Arc<LaneSet>>,
     adder: Option<InboxAdder>,
     cancel: CancellationToken,
+    gate: Arc<Gate>,
+    admission: Admission,
 }
 
 /// A Rack, ready to run.
@@ -370,6 +374,8 @@ impl Rack {
             };
             let cancel = parent.child_token();
             let stats = carried.get(&spec.name).cloned().unwrap_or_default();
+            let gate = Arc::new(Gate::new(Arc::clone(&ctx.gear)));
+            let admission = Admission::default();
             let ports: Vec<OutputPort> = spec
                 .ports()
                 .iter()
@@ -393,6 +399,8 @@ impl Rack {
                     ) as Arc<dyn DeadLetters>,
                     stats: Arc::clone(&stats),
                     journal: self.journal.for_gear(&spec.name, spec.role()),
+                    gate: Arc::clone(&gate),
+                    admission: admission.clone(),
                 },
             });
             let supervised = Supervised {
@@ -410,8 +418,11 @@ impl Rack {
                 outputs,
                 adder,
                 cancel,
+                gate,
+                admission,
             });
         }
+        self.admit(scenario, &staged);
 
         // Commit: wire new inputs of kept gears, re-point their outputs.
         for (gear, rx) in added {
@@ -435,6 +446,45 @@ impl Rack {
         Ok(staged)
     }
 
+    /// Points every gear's admission at the gates of the gears downstream
+    /// of it in `scenario` (staged gears replace running ones of the same
+    /// name).
+    fn admit(&self, scenario: &Scenario, staged: &[Staged]) {
+        let mut gates: BTreeMap<&str, (&Arc<Gate>, &Admission)> = self
+            .gears
+            .iter()
+            .map(|(n, r)| (n.as_str(), (&r.gate, &r.admission)))
+            .collect();
+        for s in staged {
+            gates.insert(s.spec.name.as_str(), (&s.gate, &s.admission));
+        }
+        let mut next: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for w in &scenario.wires {
+            next.entry(w.from.gear.as_str())
+                .or_default()
+                .push(w.to.gear.as_str());
+        }
+        for g in &scenario.gears {
+            let Some((_, admission)) = gates.get(g.name.as_str()) else {
+                continue;
+            };
+            let mut seen = BTreeSet::new();
+            let mut todo = vec![g.name.as_str()];
+            while let Some(n) = todo.pop() {
+                for &t in next.get(n).into_iter().flatten() {
+                    if t != g.name && seen.insert(t) {
+                        todo.push(t);
+                    }
+                }
+            }
+            admission.set(
+                seen.iter()
+                    .filter_map(|n| gates.get(n).map(|(gate, _)| Arc::clone(gate)))
+                    .collect(),
+            );
+        }
+    }
+
     fn start(&mut self, staged: Vec<Staged>) {
         for s in staged {
             let name = s.spec.name.clone();
@@ -455,6 +505,8 @@ impl Rack {
                     outputs: s.outputs,
                     adder: s.adder,
                     cancel: s.cancel,
+                    gate: s.gate,
+                    admission: s.admission,
                     task,
                 },
             );

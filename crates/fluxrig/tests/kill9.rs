@@ -4,7 +4,7 @@
 //! request that got no 2xx. At the end every id that got a 2xx is in the
 //! output file exactly once, and nothing else is.
 //!
-//! `make test` runs 5 kills; `FLUXRIG_KILL9_LONG=1` runs 20.
+//! `make test` runs 5 kills; `FLUXRIG_LONG_TESTS=1` runs 20.
 
 #![allow(clippy::unwrap_used)]
 
@@ -110,7 +110,7 @@ async fn client(load: Arc<Load>, http: reqwest::Client, url: String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_post_is_in_the_file_exactly_once_across_kill_9() {
     fluxrig_gears::install_crypto_provider();
-    let kills = if std::env::var_os("FLUXRIG_KILL9_LONG").is_some() {
+    let kills = if std::env::var_os("FLUXRIG_LONG_TESTS").is_some() {
         20
     } else {
         5

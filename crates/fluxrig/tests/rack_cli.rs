@@ -49,7 +49,7 @@ fn the_quickstart_runs_to_completion_and_exits_0() {
         .collect();
     assert_eq!(
         sink,
-        ["sink", "file_out", "1000", "1000", "0", "0"],
+        ["sink", "file_out", "1000", "1000", "0", "0", "0"],
         "{summary}"
     );
     let out = std::fs::read_to_string(dir.path().join("out/quickstart.jsonl")).unwrap();

@@ -253,18 +253,19 @@ fn print_summary(summary: &[GearStatus], elapsed: Duration) {
     let _ = writeln!(err, "rack stopped after {:.1}s", elapsed.as_secs_f64());
     let _ = writeln!(
         err,
-        "  {:<16} {:<10} {:>10} {:>10} {:>8} {:>8}",
-        "gear", "type", "in", "out", "errors", "restarts"
+        "  {:<16} {:<10} {:>10} {:>10} {:>8} {:>8} {:>8}",
+        "gear", "type", "in", "out", "errors", "rejected", "restarts"
     );
     for g in summary {
         let _ = writeln!(
             err,
-            "  {:<16} {:<10} {:>10} {:>10} {:>8} {:>8}",
+            "  {:<16} {:<10} {:>10} {:>10} {:>8} {:>8} {:>8}",
             g.name,
             g.gear_type,
             g.stats.messages_in,
             g.stats.messages_out,
             g.stats.errors,
+            g.stats.rejected,
             g.stats.restarts
         );
     }
