@@ -1,6 +1,6 @@
 """A pyiso8583-based acquirer terminal: talks to the example payment switch.
 
-Usage: switch_terminal.py HOST PORT basic|storm
+Usage: switch_terminal.py HOST PORT basic|storm|silent
 
 Packs requests with pyiso8583's default_ascii spec behind a 2-byte big-endian
 length prefix. Prints one line per check; exits 1 if any fails. Test PANs only.
@@ -13,6 +13,9 @@ storm: every request is sent three times back to back, on two connections;
 each answer must be the original's or DE 39 94. Prints `stans A,B,...` of
 the requests sent, for the caller to check in the issuer's log that each
 reached the issuer exactly once.
+
+silent: one request (STAN 000777) the issuer leaves unanswered; the answer
+must be DE 39 91 after the switch's timeout.
 """
 
 import socket
@@ -123,10 +126,19 @@ def storm(host, port, c):
     print("stans " + ",".join(stans), flush=True)
 
 
+def silent(host, port, c):
+    with socket.create_connection((host, port), timeout=30) as s:
+        req = request("000777", VISA, "000000002999")
+        send(s, req)
+        resp = recv(s)
+        c.check(f"silent issuer: mti {resp['t']} code {resp.get('39')}",
+                resp["t"] == "0110" and resp.get("39") == "91" and resp.get("11") == "000777")
+
+
 def main():
     host, port, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     c = Checks()
-    {"basic": basic, "storm": storm}[mode](host, port, c)
+    {"basic": basic, "storm": storm, "silent": silent}[mode](host, port, c)
     return 1 if c.failures else 0
 
 

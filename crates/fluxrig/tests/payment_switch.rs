@@ -27,10 +27,21 @@ fn fluxrig() -> Command {
 
 /// An issuer simulator logging to `log`, on a free port.
 fn issuer(log: &Path) -> (ChildGuard, u16) {
+    issuer_on(log, 0)
+}
+
+/// An issuer simulator logging to `log` (appending), on `port`.
+fn issuer_on(log: &Path, port: u16) -> (ChildGuard, u16) {
     let mut cmd = fluxrig();
-    cmd.args(["iso8583", "issuer", "--listen", "127.0.0.1:0", "--log"])
-        .arg(log)
-        .stderr(Stdio::null());
+    cmd.args([
+        "iso8583",
+        "issuer",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--log",
+    ])
+    .arg(log)
+    .stderr(Stdio::null());
     let (guard, rest) = ChildGuard::spawn_and_wait_for(cmd, "listening on ");
     let addr = rest.split_whitespace().next().unwrap();
     (guard, addr.rsplit(':').next().unwrap().parse().unwrap())
@@ -541,5 +552,115 @@ wires:
         n("sent"),
         "{r}\n{}",
         std::fs::read_to_string(&issuer_log).unwrap_or_default()
+    );
+}
+
+/// `fluxrig run SCENARIO --data DATA`, stderr to `log`, once it listens on `port`.
+fn run_rack(scenario: &Path, data: &Path, log: &Path, port: u16) -> ChildGuard {
+    let rack = fluxrig()
+        .arg("run")
+        .arg(scenario)
+        .arg("--data")
+        .arg(data)
+        .stdout(Stdio::null())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .unwrap(),
+        )
+        .spawn()
+        .unwrap();
+    let rack = ChildGuard(rack);
+    wait_until("the switch to listen", Duration::from_secs(30), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    rack
+}
+
+#[test]
+fn a_queued_reversal_survives_a_kill_9_of_the_rack_and_goes_out_as_0421() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let logs = [d.join("a.jsonl"), d.join("b.jsonl")];
+    let (a, a_port) = issuer(&logs[0]);
+    let (_b, b_port) = issuer(&logs[1]);
+    let port = free_port();
+    let example = std::fs::read_to_string(root().join("examples/payment-switch.yaml")).unwrap();
+    assert!(example.contains("      timeout: 2s\n"));
+    let scenario = example
+        .replace("127.0.0.1:8583", &format!("127.0.0.1:{port}"))
+        .replace("127.0.0.1:9583", &format!("127.0.0.1:{a_port}"))
+        .replace("127.0.0.1:9584", &format!("127.0.0.1:{b_port}"))
+        .replace(
+            "      timeout: 2s\n",
+            "      timeout: 2s\n      reversal_retry: 200ms\n",
+        );
+    let file = d.join("switch.yaml");
+    std::fs::write(&file, scenario).unwrap();
+    let (data, rack_log) = (d.join("data"), d.join("rack.log"));
+    let sign_ons = |log: &Path| log_lines(log).iter().filter(|l| l["mti"] == "0800").count();
+    let at_a = |mti: &str| {
+        log_lines(&logs[0])
+            .iter()
+            .filter(|l| l["mti"] == mti && l["stan"] == "000777")
+            .count()
+    };
+    let rack = run_rack(&file, &data, &rack_log, port);
+    wait_until("sign-ons at A", Duration::from_secs(30), || {
+        sign_ons(&logs[0]) >= 2
+    });
+
+    // The request reaches A, which stays silent and then dies: the
+    // terminal gets 91, and the reversal cannot be delivered.
+    let terminal = Command::new(python())
+        .arg(root().join("tests/python/switch_terminal.py"))
+        .args(["127.0.0.1", &port.to_string(), "silent"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the request at A", Duration::from_secs(20), || {
+        at_a("0100") == 1
+    });
+    drop(a);
+    let out = terminal.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // A few repeats fail against the dead issuer; then the Rack is killed.
+    std::thread::sleep(Duration::from_secs(1));
+    drop(rack);
+    assert_eq!(at_a("0420") + at_a("0421"), 0);
+
+    // A comes back on its port and the Rack restarts on the same data:
+    // the reversal goes out again, as a repeat, until A acknowledges it.
+    let (_a, _) = issuer_on(&logs[0], a_port);
+    let before = sign_ons(&logs[0]);
+    let rack = run_rack(&file, &data, &rack_log, port);
+    wait_until(
+        "the restored reversal at A",
+        Duration::from_secs(30),
+        || at_a("0421") >= 1,
+    );
+    let log = std::fs::read_to_string(&rack_log).unwrap();
+    assert!(log.contains("reversal queue restored"), "{log}");
+    assert_eq!(at_a("0420"), 0);
+
+    // Acknowledged: the next start has nothing to send.
+    std::thread::sleep(Duration::from_secs(1));
+    let repeats = at_a("0421");
+    drop(rack);
+    let _rack = run_rack(&file, &data, &rack_log, port);
+    wait_until("sign-ons at A", Duration::from_secs(30), || {
+        sign_ons(&logs[0]) >= before + 4
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        at_a("0421"),
+        repeats,
+        "an acknowledged reversal was sent again"
     );
 }

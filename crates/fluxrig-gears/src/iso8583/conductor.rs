@@ -11,11 +11,14 @@
 //! * an authorization or financial request that timed out after being
 //!   forwarded gets a 0420 reversal, repeated as 0421 until a 0430 arrives.
 //!
-//! The reversal queue sits behind [`ReversalQueue`]; the in-memory queue
-//! here does not survive a restart (a WAL-backed one will).
+//! The reversal queue sits behind [`ReversalQueue`], in memory, and is
+//! written through to a write-ahead log on disk (`reversal_log`): a
+//! reversal is durable before the terminal hears of the timeout, and the
+//! queue survives a restart. See `docs/adr/0008-switch-durability.md`.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
@@ -30,6 +33,8 @@ use fluxrig_msg::{FluxMsg, Value};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use tokio::time::Instant;
+
+use super::reversal_log::ReversalLog;
 
 use super::{META_CONN, META_HEADER, META_PEER, META_TARGET, default_spec, load_spec};
 
@@ -176,6 +181,15 @@ pub struct ConductorConfig {
     /// Most answers remembered for duplicates (the oldest are forgotten first).
     #[serde(default = "default_max_remembered")]
     pub max_remembered: usize,
+    /// Keep the reversal queue in a write-ahead log under the data dir
+    /// (`<data>/conductor/<gear>/reversals/`), so queued reversals survive a
+    /// restart. `false` keeps it in memory only (tests, simulations).
+    #[serde(default = "default_true")]
+    pub durable_reversals: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// The `conductor` gear type.
@@ -211,8 +225,11 @@ impl GearKind for Conductor {
         financial request that was forwarded gets a 0420 reversal to the same target, repeated as 0421 every \
         `reversal_retry` until the 0430 arrives. A request whose key is pending or was answered within \
         `duplicate_window` is never forwarded again: it gets the original answer when known, else DE 39 \
-        `duplicate_code` (94). The reversal queue is in memory for now: reversals still unacknowledged are \
-        lost if the Rack stops (a WAL-backed queue is planned).";
+        `duplicate_code` (94).\n\n\
+        The reversal queue is store-and-forward: with `durable_reversals` (default) each reversal is written \
+        to a write-ahead log in `<data>/conductor/<gear>/reversals/` and synced **before** the terminal is \
+        answered and the 0420 leaves, and its 0430 is recorded too. After a restart (also after kill -9 or \
+        power loss) every reversal still waiting is sent again as 0421 until its 0430 arrives.";
     const EXAMPLE: &'static str = "- name: conductor\n  type: conductor\n  config:\n    routes:\n      - {pan_prefix: ['4'], to: visa}\n      - {pan_prefix: ['5'], to: mastercard}\n    groups:\n      visa: {targets: [visa_a, visa_b], balance: failover}\n      mastercard: {targets: [mc]}\n    timeout: 2s";
 
     fn ports(_config: &ConductorConfig) -> Vec<PortSpec> {
@@ -374,6 +391,14 @@ impl GearKind for Conductor {
             seen: HashMap::new(),
             seen_order: VecDeque::new(),
             reversals: Box::new(MemoryReversals::default()),
+            log_dir: config.durable_reversals.then(|| {
+                ctx.data_dir
+                    .join("conductor")
+                    .join(&*ctx.gear)
+                    .join("reversals")
+            }),
+            log: None,
+            trimmed_at: Instant::now(),
             seq: 0,
             counts: Counts::default(),
         }))
@@ -393,6 +418,8 @@ pub struct Reversal {
     pub attempts: u32,
     /// When to send it again.
     pub next_at: Instant,
+    /// Where it is in the reversal log (0 when the queue is in memory only).
+    pub lsn: u64,
 }
 
 /// Where unacknowledged reversals wait (store-and-forward).
@@ -405,6 +432,8 @@ pub trait ReversalQueue: Send {
     fn due(&mut self, now: Instant, retry: StdDuration) -> Vec<Reversal>;
     /// The earliest `next_at`.
     fn next_due(&mut self) -> Option<Instant>;
+    /// The smallest `lsn` of the reversals waiting.
+    fn oldest_lsn(&self) -> Option<u64>;
     /// Reversals waiting.
     fn len(&self) -> usize;
     /// True when none waits.
@@ -412,6 +441,9 @@ pub trait ReversalQueue: Send {
         self.len() == 0
     }
 }
+
+/// How often settled segments of the reversal log are removed.
+const TRIM_EVERY: StdDuration = StdDuration::from_secs(10);
 
 /// Reversals sent again per tick at most, so a long outage's backlog
 /// drains in steps instead of flooding the issuer when it returns.
@@ -477,6 +509,10 @@ impl ReversalQueue for MemoryReversals {
     fn next_due(&mut self) -> Option<Instant> {
         self.settle();
         self.schedule.peek().map(|Reverse((at, _))| *at)
+    }
+
+    fn oldest_lsn(&self) -> Option<u64> {
+        self.by_key.values().map(|r| r.lsn).min()
     }
 
     fn len(&self) -> usize {
@@ -558,6 +594,12 @@ struct ConductorGear {
     /// (forget at, terminal key) of answered ones.
     seen_order: VecDeque<(Instant, String)>,
     reversals: Box<dyn ReversalQueue>,
+    /// Where the reversal log lives (`durable_reversals`).
+    log_dir: Option<PathBuf>,
+    /// The reversal log, opened when the gear starts running.
+    log: Option<ReversalLog>,
+    /// When settled segments of the log were last removed.
+    trimmed_at: Instant,
     seq: u64,
     counts: Counts,
 }
@@ -887,8 +929,14 @@ impl ConductorGear {
             .and_then(|t| self.targets.iter().position(|x| x == t));
         let key = self.issuer_key(&class, &msg.data);
         if class == "042" || class == "040" {
-            if from.is_some_and(|t| self.reversals.ack(&key, t).is_some()) {
+            if let Some(r) = from.and_then(|t| self.reversals.ack(&key, t)) {
                 self.counts.reversals_acked += 1;
+                if let Some(log) = &self.log
+                    && let Err(e) = log.acked(&r.key, &self.targets[r.target]).await
+                {
+                    // Only costs a repeated 0421 after a restart.
+                    tracing::warn!(error = %e, "cannot record a reversal's acknowledgement");
+                }
             } else {
                 self.unmatched(&mti);
             }
@@ -934,7 +982,10 @@ impl ConductorGear {
     }
 
     /// Timeouts, reversal repeats, forgetting old answers.
-    async fn on_tick(&mut self, io: &Ports<'_>, now: Instant) {
+    async fn on_tick(&mut self, io: &Ports<'_>, now: Instant) -> Result<(), GearError> {
+        // Timeouts of forwarded authorizations and financials get a
+        // reversal, durable before the terminal hears of the timeout.
+        let mut reverse = Vec::new();
         while let Some((at, _, _)) = self.deadlines.front() {
             if *at > now {
                 break;
@@ -951,11 +1002,15 @@ impl ConductorGear {
             self.counts.timeouts += 1;
             let a = self.answer(&p.request, &self.timeout_code, io.out);
             self.remember(p.term_key.clone(), &a, now);
-            io.out.emit(io.terminals, a).await;
             let class = mti_class(Self::mti(&p.request.data)).unwrap_or_default();
             if class == "010" || class == "020" {
-                self.reverse(p, io, now).await;
+                reverse.push((p, a));
+            } else {
+                io.out.emit(io.terminals, a).await;
             }
+        }
+        if !reverse.is_empty() {
+            self.reverse(reverse, io, now).await?;
         }
         for r in self.reversals.due(now, self.reversal_retry) {
             let mut m = r.msg;
@@ -975,31 +1030,119 @@ impl ConductorGear {
                 self.seen.remove(&k);
             }
         }
+        if let Some(log) = &self.log
+            && now.duration_since(self.trimmed_at) >= TRIM_EVERY
+        {
+            self.trimmed_at = now;
+            let oldest = self.reversals.oldest_lsn().map(fluxrig_wal::Lsn);
+            if let Err(e) = log.trim(oldest) {
+                tracing::warn!(error = %e, "cannot remove settled reversal log segments");
+            }
+        }
+        Ok(())
     }
 
-    /// Queues and sends the 0420 reversal of a forwarded request.
-    async fn reverse(&mut self, p: Pending, io: &Ports<'_>, now: Instant) {
-        let mut data = p.request.data.clone();
-        if let Some(map) = data.as_map_mut() {
-            map.insert(MTI_KEY, "0420");
+    /// Queues the 0420 reversals of forwarded requests that timed out —
+    /// durably, in one group commit — then answers their terminals and
+    /// sends the reversals.
+    async fn reverse(
+        &mut self,
+        timed_out: Vec<(Pending, FluxMsg)>,
+        io: &Ports<'_>,
+        now: Instant,
+    ) -> Result<(), GearError> {
+        let mut queued = Vec::with_capacity(timed_out.len());
+        let mut last = None;
+        for (p, answer) in timed_out {
+            let mut data = p.request.data.clone();
+            if let Some(map) = data.as_map_mut() {
+                map.insert(MTI_KEY, "0420");
+            }
+            remove_element(&self.spec, &mut data, 39);
+            let key = self.issuer_key("042", &data);
+            let mut msg = FluxMsg::new(io.out.new_id(), data);
+            msg.reference = Some(p.request.id);
+            msg.trace = p.request.trace;
+            msg.src = Some(io.out.ctx().entity);
+            msg.ts = fluxrig_gear::now_ns();
+            let msg = self.to_target(msg, p.target);
+            let mut lsn = 0;
+            if let Some(log) = &self.log {
+                let pending = log
+                    .queued(&key, &self.targets[p.target], &msg)
+                    .await
+                    .map_err(GearError::Other)?;
+                lsn = pending.lsn().get();
+                last = Some(pending);
+            }
+            queued.push((
+                Reversal {
+                    key,
+                    target: p.target,
+                    msg,
+                    attempts: 1,
+                    next_at: now + self.reversal_retry,
+                    lsn,
+                },
+                answer,
+            ));
         }
-        remove_element(&self.spec, &mut data, 39);
-        let key = self.issuer_key("042", &data);
-        let mut msg = FluxMsg::new(io.out.new_id(), data);
-        msg.reference = Some(p.request.id);
-        msg.trace = p.request.trace;
-        msg.src = Some(io.out.ctx().entity);
-        msg.ts = fluxrig_gear::now_ns();
-        let msg = self.to_target(msg, p.target);
-        self.reversals.push(Reversal {
-            key,
-            target: p.target,
-            msg: msg.clone(),
-            attempts: 1,
-            next_at: now + self.reversal_retry,
-        });
-        self.counts.reversals += 1;
-        io.out.emit(io.issuers, msg).await;
+        // Records are synced in order: the last one durable means all are.
+        if let Some(pending) = last {
+            pending
+                .await
+                .map_err(|e| GearError::Other(format!("reversal log: {e}")))?;
+        }
+        for (r, answer) in queued {
+            io.out.emit(io.terminals, answer).await;
+            let msg = r.msg.clone();
+            self.reversals.push(r);
+            self.counts.reversals += 1;
+            io.out.emit(io.issuers, msg).await;
+        }
+        Ok(())
+    }
+
+    /// Opens the reversal log and queues again what it holds.
+    fn restore(&mut self, now: Instant) -> Result<(), GearError> {
+        let Some(dir) = self.log_dir.clone() else {
+            return Ok(());
+        };
+        if self.log.is_some() {
+            return Ok(());
+        }
+        let (log, restored) = ReversalLog::open(&dir).map_err(GearError::Other)?;
+        let (mut queued, mut orphans) = (0, 0);
+        for r in restored {
+            let Some(target) = self.targets.iter().position(|t| *t == r.target) else {
+                orphans += 1;
+                continue;
+            };
+            self.reversals.push(Reversal {
+                key: r.key,
+                target,
+                msg: r.msg,
+                // Sent before the restart: what goes now is a repeat (0421).
+                attempts: 1,
+                next_at: now,
+                lsn: r.lsn.get(),
+            });
+            queued += 1;
+        }
+        if queued > 0 {
+            tracing::info!(
+                reversals = queued,
+                "reversal queue restored: sending them again as 0421"
+            );
+        }
+        if orphans > 0 {
+            tracing::error!(
+                reversals = orphans,
+                "queued reversals name targets no longer configured: kept in the log, not sent"
+            );
+        }
+        self.log = Some(log);
+        Ok(())
     }
 
     fn next_wake(&mut self) -> Instant {
@@ -1030,6 +1173,7 @@ impl Gear for ConductorGear {
             else {
                 return Err(GearError::Other("conductor ports missing".to_owned()));
             };
+            self.restore(Instant::now())?;
             let mut last = self.counts;
             let mut report = tokio::time::interval(StdDuration::from_secs(10));
             loop {
@@ -1044,7 +1188,7 @@ impl Gear for ConductorGear {
                 // reversals starves the other.
                 tokio::select! {
                     () = tokio::time::sleep_until(wake) => {
-                        self.on_tick(&ports, Instant::now()).await;
+                        self.on_tick(&ports, Instant::now()).await?;
                     }
                     _ = report.tick() => {
                         if self.counts != last {
@@ -1246,7 +1390,10 @@ mod tests {
             ),
         ];
         let kind = Typed::<Conductor>::new();
+        // The reversal log goes under the data dir: a temporary one.
+        let dir = tempfile::tempdir().unwrap();
         let run = TestKit::new(&kind, CONFIG)
+            .base_dir(dir.path())
             .inputs(inputs)
             .run()
             .await
@@ -1309,11 +1456,13 @@ mod tests {
             msg: FluxMsg::new(FluxId::default(), Value::Null),
             attempts: 1,
             next_at: t0 + StdDuration::from_secs(secs),
+            lsn: secs,
         };
         q.push(rev("a", 0, 5));
         q.push(rev("b", 1, 3));
         q.push(rev("c", 0, 9));
         assert_eq!(q.next_due(), Some(t0 + StdDuration::from_secs(3)));
+        assert_eq!(q.oldest_lsn(), Some(3));
         let due: Vec<_> = q
             .due(t0 + StdDuration::from_secs(6), retry)
             .into_iter()
