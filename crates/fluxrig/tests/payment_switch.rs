@@ -68,6 +68,7 @@ fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
 struct Switch {
     _rack: ChildGuard,
     issuers: Vec<Option<ChildGuard>>,
+    issuer_ports: [u16; 2],
     port: u16,
     logs: [PathBuf; 2],
     rack_log: PathBuf,
@@ -119,6 +120,7 @@ impl Switch {
         Switch {
             _rack: rack,
             issuers: vec![Some(a), Some(b)],
+            issuer_ports: [a_port, b_port],
             port,
             logs,
             rack_log,
@@ -552,6 +554,122 @@ wires:
         n("sent"),
         "{r}\n{}",
         std::fs::read_to_string(&issuer_log).unwrap_or_default()
+    );
+}
+
+/// Requests (by STAN and terminal) an issuer log shows with `mti`, sorted:
+/// a request seen twice is there twice.
+fn by_key(log: &[Json], mti: &str, amount_ends: Option<&str>) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = log
+        .iter()
+        .filter(|m| m["mti"] == mti)
+        .filter(|m| amount_ends.is_none_or(|e| m["amount"].as_str().unwrap().ends_with(e)))
+        .map(|m| (m["stan"].to_string(), m["terminal"].to_string()))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn an_issuer_dropping_five_percent_of_replies_gets_each_of_them_reversed_once() {
+    // 10,000 transactions; 100,000 with FLUXRIG_LONG_TESTS=1.
+    let (tps, secs) = if std::env::var_os("FLUXRIG_LONG_TESTS").is_some() {
+        ("2000", "50s")
+    } else {
+        ("1000", "10s")
+    };
+    let sw = Switch::start();
+    let r = sw.load(&[
+        "--tps",
+        tps,
+        "--duration",
+        secs,
+        "--concurrency",
+        "100",
+        "--no-answer-every",
+        "20",
+        "--pan-prefixes",
+        "411111,555555",
+    ]);
+    let n = |k: &str| r[k].as_u64().unwrap();
+    assert_eq!(n("mismatches"), 0, "{r}");
+    assert_eq!(n("errors"), 0, "{r}");
+    assert_eq!(n("received"), n("sent"), "{r}");
+    assert!(n("sent") >= 9000, "{r}");
+    let (mut requests, mut silent) = (0, 0);
+    for i in 0..2 {
+        let log = sw.received(i);
+        // Every request reached an issuer exactly once…
+        let got = by_key(&log, "0100", None);
+        let mut once = got.clone();
+        once.dedup();
+        assert_eq!(
+            once.len(),
+            got.len(),
+            "issuer {i}: a request was forwarded twice"
+        );
+        // …and each one left unanswered was reversed exactly once.
+        let unanswered = by_key(&log, "0100", Some("999"));
+        wait_until("every reversal", Duration::from_secs(30), || {
+            by_key(&sw.received(i), "0420", None) == unanswered
+        });
+        assert!(by_key(&sw.received(i), "0421", None).is_empty());
+        requests += got.len();
+        silent += unanswered.len();
+    }
+    // One reply in 20 was dropped.
+    assert_eq!(requests, usize::try_from(n("sent")).unwrap());
+    assert!(
+        silent * 20 >= requests - 20,
+        "{silent} of {requests} dropped"
+    );
+}
+
+#[test]
+fn a_restarted_issuer_gets_the_reversals_queued_while_it_was_down() {
+    let mut sw = Switch::start_with(|s| {
+        s.replace(
+            "      timeout: 2s\n",
+            "      timeout: 2s\n      reversal_retry: 200ms\n",
+        )
+    });
+    let terminal = Command::new(python())
+        .arg(root().join("tests/python/switch_terminal.py"))
+        .args(["127.0.0.1", &sw.port.to_string(), "silent"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let at_a = |log: &[Json], mti: &str| {
+        log.iter()
+            .filter(|l| l["mti"] == mti && l["stan"] == "000777")
+            .count()
+    };
+    wait_until("the request at A", Duration::from_secs(20), || {
+        at_a(&sw.received(0), "0100") == 1
+    });
+    drop(sw.issuers[0].take()); // kill -9 issuer A
+    let out = terminal.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    std::thread::sleep(Duration::from_secs(1));
+
+    // A returns: the queued reversal arrives as a repeat and is acknowledged.
+    let (a, _) = issuer_on(&sw.logs[0], sw.issuer_ports[0]);
+    sw.issuers[0] = Some(a);
+    wait_until("the reversal at A", Duration::from_secs(30), || {
+        at_a(&sw.received(0), "0421") >= 1
+    });
+    assert_eq!(at_a(&sw.received(0), "0420"), 0);
+    std::thread::sleep(Duration::from_secs(1));
+    let repeats = at_a(&sw.received(0), "0421");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        at_a(&sw.received(0), "0421"),
+        repeats,
+        "repeated after its 0430"
     );
 }
 
