@@ -87,6 +87,12 @@ pub struct RouteRule {
     /// The PAN (DE 2) starts with one of these (BIN prefixes).
     #[serde(default)]
     pub pan_prefix: Vec<String>,
+    /// The PAN's leading digits fall in one of these BIN ranges, written
+    /// `LOW-HIGH` with bounds of the same length (`'400000-449999'`,
+    /// `'22210000-27209999'`): the PAN's first that-many digits, as a
+    /// number, are between them (inclusive).
+    #[serde(default)]
+    pub bin_range: Vec<String>,
     /// The MTI is one of these.
     #[serde(default)]
     pub mti: Vec<String>,
@@ -213,7 +219,7 @@ impl GearKind for Conductor {
         (they carry meta `iso8583.conn`), replies from issuers (they carry `iso8583.target`), and requests an \
         `iso8583_io` client could not send (its `error` port, wired back here: the next target of the group is \
         tried).\n\n\
-        A request is matched against `routes` in order (PAN prefix, MTI, element conditions) and goes out by \
+        A request is matched against `routes` in order (PAN prefix, BIN range, MTI, element conditions) and goes out by \
         `issuers` with meta `iso8583.target` set to a target of the rule's group (`failover`, `round_robin` or `least_outstanding`). \
         No matching rule: the terminal is answered with DE 39 `no_route_code` (15). 0800 from terminals are \
         answered 0810 here.\n\n\
@@ -222,7 +228,8 @@ impl GearKind for Conductor {
         the original request's `iso8583.conn` and header. A reply that matches nothing pending (late, unknown, \
         from another target) is counted and dropped, never delivered to another terminal.\n\n\
         After `timeout` the terminal gets the response with DE 39 `timeout_code` (91), and an authorization or \
-        financial request that was forwarded gets a 0420 reversal to the same target, repeated as 0421 every \
+        financial request that was forwarded gets a 0420 reversal to the same target (carrying the original data \
+        elements: DE 90, or DE 56 in 1993 dialects), repeated as 0421 every \
         `reversal_retry` until the 0430 arrives. A request whose key is pending or was answered within \
         `duplicate_window` is never forwarded again: it gets the original answer when known, else DE 39 \
         `duplicate_code` (94).\n\n\
@@ -262,6 +269,11 @@ impl GearKind for Conductor {
                     format!("routes[{i}].to"),
                     format!("no group named `{}`", r.to),
                 ));
+            }
+            for (j, range) in r.bin_range.iter().enumerate() {
+                if let Err(e) = BinRange::parse(range) {
+                    issues.push(ConfigIssue::new(format!("routes[{i}].bin_range[{j}]"), e));
+                }
             }
             if let Some(spec) = &spec {
                 for name in r.fields.keys() {
@@ -345,6 +357,12 @@ impl GearKind for Conductor {
             }
             routes.push(CompiledRoute {
                 pan_prefix: r.pan_prefix.clone(),
+                bin_range: r
+                    .bin_range
+                    .iter()
+                    .map(|b| BinRange::parse(b))
+                    .collect::<Result<_, _>>()
+                    .map_err(BuildError)?,
                 mti: r.mti.clone(),
                 fields,
                 group,
@@ -526,8 +544,52 @@ struct GroupState {
     next: usize,
 }
 
+/// A BIN range: the first `digits` digits of a PAN, between `low` and
+/// `high` inclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct BinRange {
+    digits: usize,
+    low: u64,
+    high: u64,
+}
+
+impl BinRange {
+    fn parse(s: &str) -> Result<BinRange, String> {
+        let bad = || format!("`{s}` is not a BIN range such as `400000-449999`");
+        let (low, high) = s.split_once('-').ok_or_else(bad)?;
+        let (low, high) = (low.trim(), high.trim());
+        let digits = low.len();
+        if digits == 0
+            || digits > 19
+            || high.len() != digits
+            || !low.bytes().chain(high.bytes()).all(|b| b.is_ascii_digit())
+        {
+            return Err(format!(
+                "{}: both bounds need the same number of digits (1 to 19)",
+                bad()
+            ));
+        }
+        let (low, high) = (
+            low.parse::<u64>().map_err(|_| bad())?,
+            high.parse::<u64>().map_err(|_| bad())?,
+        );
+        if low > high {
+            return Err(format!("{}: the low bound is above the high one", bad()));
+        }
+        Ok(BinRange { digits, low, high })
+    }
+
+    fn contains(&self, pan: &str) -> bool {
+        pan.get(..self.digits)
+            .filter(|d| d.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|d| d.parse::<u64>().ok())
+            .is_some_and(|n| (self.low..=self.high).contains(&n))
+    }
+}
+
 struct CompiledRoute {
     pan_prefix: Vec<String>,
+    bin_range: Vec<BinRange>,
     mti: Vec<String>,
     fields: Vec<(u8, FieldMatch)>,
     group: usize,
@@ -624,6 +686,46 @@ fn text<'v>(spec: &Spec, data: &'v Value, n: u8) -> Option<&'v str> {
     get_element(spec, data, n).and_then(Value::as_str)
 }
 
+/// The original data elements a reversal carries, by the dialect's
+/// `original.data` element: DE 90 of ISO 8583:1987 (n 42: MTI, STAN,
+/// transmission date/time, acquirer and forwarding institution ids,
+/// zero-filled) or DE 56 of ISO 8583:1993 (MTI, STAN, local date/time,
+/// LL acquirer id). `None` when the dialect has neither.
+fn original_data(spec: &Spec, request: &Value) -> Option<(u8, String)> {
+    let el = spec.element_by_alias("original.data")?;
+    let field = |n: u8| text(spec, request, n).unwrap_or_default().trim();
+    let num = |n: u8, width: usize| format!("{:0>width$}", field(n));
+    let mti = request
+        .get(MTI_KEY)
+        .and_then(Value::as_str)
+        .unwrap_or("0000");
+    match el.number {
+        90 => Some((
+            90,
+            format!(
+                "{mti:0>4}{}{}{}{}",
+                num(11, 6),
+                num(7, 10),
+                num(32, 11),
+                num(33, 11)
+            ),
+        )),
+        56 => {
+            let acquirer = field(32);
+            Some((
+                56,
+                format!(
+                    "{mti:0>4}{}{}{:02}{acquirer}",
+                    num(11, 6),
+                    num(12, 12),
+                    acquirer.len()
+                ),
+            ))
+        }
+        _ => None,
+    }
+}
+
 impl ConductorGear {
     fn mti(data: &Value) -> &str {
         data.get(MTI_KEY)
@@ -663,6 +765,7 @@ impl ConductorGear {
             .find(|r| {
                 (r.pan_prefix.is_empty()
                     || r.pan_prefix.iter().any(|p| pan.starts_with(p.as_str())))
+                    && (r.bin_range.is_empty() || r.bin_range.iter().any(|b| b.contains(pan)))
                     && (r.mti.is_empty() || r.mti.iter().any(|m| m == mti))
                     && r.fields.iter().all(|(n, m)| {
                         let Some(v) = text(&self.spec, data, *n) else {
@@ -1059,6 +1162,9 @@ impl ConductorGear {
                 map.insert(MTI_KEY, "0420");
             }
             remove_element(&self.spec, &mut data, 39);
+            if let Some((n, original)) = original_data(&self.spec, &p.request.data) {
+                set_element(&self.spec, &mut data, n, Value::text(original));
+            }
             let key = self.issuer_key("042", &data);
             let mut msg = FluxMsg::new(io.out.new_id(), data);
             msg.reference = Some(p.request.id);
@@ -1270,6 +1376,41 @@ mod tests {
         path.iter()
             .try_fold(&m.data, |v, k| v.get(k))
             .and_then(Value::as_str)
+    }
+
+    #[test]
+    fn a_reversal_carries_the_original_data_elements() {
+        let spec = fluxrig_iso8583::bundled::bundled("iso8583-1987-ascii")
+            .unwrap()
+            .unwrap();
+        let mut req = msg("0100", "4111111111111111", "000123", "TERM0001", None, &[]).data;
+        let de90 = ["0100", "000123", "1127101530", "00000000000", "00000000000"].concat();
+        assert_eq!(original_data(spec, &req), Some((90, de90)));
+        set_element(spec, &mut req, 32, Value::text("123456"));
+        let (n, de90) = original_data(spec, &req).unwrap();
+        assert_eq!((n, de90.len()), (90, 42));
+        assert_eq!(&de90[20..31], "00000123456");
+    }
+
+    #[test]
+    fn bin_ranges_compare_the_leading_digits_as_numbers() {
+        let r = BinRange::parse("222100-272099").unwrap();
+        assert!(r.contains("2221000000000009"));
+        assert!(r.contains("2720990000000000"));
+        assert!(!r.contains("2721000000000000"));
+        assert!(!r.contains("5555555555554444"));
+        assert!(!r.contains("22210"), "shorter than the range");
+        assert!(!r.contains("22a1000000000009"));
+        for bad in [
+            "4000-49999",
+            "400000",
+            "49-40",
+            "4x-49",
+            "-",
+            "12345678901234567890-12345678901234567890",
+        ] {
+            assert!(BinRange::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[tokio::test]
