@@ -122,7 +122,11 @@ pub(crate) enum Iso8583Command {
         /// (`411111,555555` sends to both issuers of the example switch).
         #[arg(long, value_delimiter = ',', default_value = "411111")]
         pan_prefixes: Vec<String>,
-        /// Print one JSON object.
+        /// Print one JSON object: `sent`, `received`, `tps`, `p50_ms`,
+        /// `p90_ms`, `p99_ms`, `p999_ms`, `max_ms`, `approved`, `declined`,
+        /// `timeouts`, `errors`, `mismatches` (replies that match no request
+        /// in flight, or answer it wrongly: must be 0) and `late` (replies to
+        /// requests already counted as timeouts).
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -499,6 +503,8 @@ struct Counts {
     timeouts: u64,
     errors: u64,
     mismatches: u64,
+    /// Replies to requests already counted as timeouts.
+    late: u64,
 }
 
 pub(crate) struct Report {
@@ -515,6 +521,9 @@ struct Pending {
 
 struct Conn {
     pending: Mutex<HashMap<(u32, u16), Pending>>,
+    /// Requests given up on (timeouts), and when: a reply to one of them
+    /// is late, not wrong.
+    expired: Mutex<HashMap<(u32, u16), Instant>>,
     counts: Mutex<Counts>,
     hist: Mutex<Histogram<u64>>,
 }
@@ -587,6 +596,7 @@ pub(crate) async fn load(spec: Arc<Spec>, cfg: LoadConfig) -> Result<Report, Fai
         let _ = stream.set_nodelay(true);
         let conn = Arc::new(Conn {
             pending: Mutex::new(HashMap::new()),
+            expired: Mutex::new(HashMap::new()),
             counts: Mutex::new(Counts::default()),
             hist: Mutex::new(new_hist()),
         });
@@ -638,6 +648,7 @@ pub(crate) async fn load(spec: Arc<Spec>, cfg: LoadConfig) -> Result<Report, Fai
         counts.timeouts += k.timeouts;
         counts.errors += k.errors;
         counts.mismatches += k.mismatches;
+        counts.late += k.late;
         if let Ok(h) = c.hist.lock() {
             let _ = hist.add(&*h);
         }
@@ -885,15 +896,28 @@ async fn read_replies(
     }
 }
 
+/// How long a timed-out request is remembered, to tell a late reply from a
+/// wrong one.
+const REMEMBER_EXPIRED: Duration = Duration::from_mins(1);
+
 fn sweep_pending(conn: &Conn, older_than: Duration) {
     let now = Instant::now();
-    let expired = conn.pending.lock().map_or(0, |mut p| {
-        let before = p.len();
-        p.retain(|_, v| now.duration_since(v.at) < older_than);
-        before - p.len()
-    });
-    if expired > 0 {
-        bump(conn, |c| c.timeouts += expired as u64);
+    let mut gone = Vec::new();
+    if let Ok(mut p) = conn.pending.lock() {
+        p.retain(|k, v| {
+            let keep = now.duration_since(v.at) < older_than;
+            if !keep {
+                gone.push(*k);
+            }
+            keep
+        });
+    }
+    if let Ok(mut e) = conn.expired.lock() {
+        e.retain(|_, at| now.duration_since(*at) < REMEMBER_EXPIRED);
+        e.extend(gone.iter().map(|k| (*k, now)));
+    }
+    if !gone.is_empty() {
+        bump(conn, |c| c.timeouts += gone.len() as u64);
     }
 }
 
@@ -915,7 +939,20 @@ fn handle_reply(spec: &Spec, conn: &Conn, terminal: u16, ok: &str, frame: &[u8],
         _ => None,
     };
     let Some(p) = pending else {
-        bump(conn, |c| c.mismatches += 1);
+        let late = match (stan, term_ok) {
+            (Some(s), true) => conn
+                .expired
+                .lock()
+                .is_ok_and(|mut e| e.remove(&(s, terminal)).is_some()),
+            _ => false,
+        };
+        bump(conn, |c| {
+            if late {
+                c.late += 1;
+            } else {
+                c.mismatches += 1;
+            }
+        });
         return;
     };
     let amount_ok = m
@@ -971,13 +1008,14 @@ pub(crate) fn print_report(r: &Report, as_json: bool) {
         "timeouts": c.timeouts,
         "errors": c.errors,
         "mismatches": c.mismatches,
+        "late": c.late,
     });
     if as_json {
         println!("{v}");
     } else {
         println!(
-            "sent {} received {} ({} approved, {} declined), {} timeouts, {} errors, {} mismatches",
-            c.sent, c.received, c.approved, c.declined, c.timeouts, c.errors, c.mismatches
+            "sent {} received {} ({} approved, {} declined), {} timeouts ({} answered late), {} errors, {} mismatches",
+            c.sent, c.received, c.approved, c.declined, c.timeouts, c.late, c.errors, c.mismatches
         );
         println!(
             "{tps} TPS; latency ms: p50 {} p90 {} p99 {} p99.9 {} max {max_ms}",
@@ -1009,6 +1047,47 @@ mod tests {
             }
             assert_eq!(sum % 10, 0, "{}", std::str::from_utf8(&pan).unwrap());
         }
+    }
+
+    #[test]
+    fn a_reply_to_a_timed_out_request_is_late_and_an_unknown_one_a_mismatch() {
+        let spec = fluxrig_iso8583::bundled::bundled("iso8583-1987-ascii")
+            .unwrap()
+            .unwrap();
+        let conn = Conn {
+            pending: Mutex::new(HashMap::new()),
+            expired: Mutex::new(HashMap::new()),
+            counts: Mutex::new(Counts::default()),
+            hist: Mutex::new(new_hist()),
+        };
+        let now = Instant::now();
+        let reply = |stan: &str, amount: &str| {
+            let mut b = MessageBuilder::new();
+            b.set_mti("0110")
+                .set(4, amount)
+                .set(11, stan)
+                .set(39, "00")
+                .set(41, "TERM0007");
+            spec.encode_to_vec(&b).unwrap()
+        };
+        if let Ok(mut p) = conn.pending.lock() {
+            for (stan, ago) in [(1, 10), (2, 0)] {
+                let at = now.checked_sub(Duration::from_secs(ago)).unwrap();
+                p.insert((stan, 7), Pending { at, amount: 100 });
+            }
+        }
+        sweep_pending(&conn, Duration::from_secs(5));
+        let t = Instant::now();
+        handle_reply(spec, &conn, 7, "00", &reply("000001", "000000000100"), t);
+        handle_reply(spec, &conn, 7, "00", &reply("000002", "000000000100"), t);
+        handle_reply(spec, &conn, 7, "00", &reply("000003", "000000000100"), t);
+        // A second reply to the timed-out request is no longer just late.
+        handle_reply(spec, &conn, 7, "00", &reply("000001", "000000000100"), t);
+        let c = conn.counts.lock().unwrap();
+        assert_eq!(
+            (c.timeouts, c.late, c.received, c.approved, c.mismatches),
+            (1, 1, 1, 1, 2)
+        );
     }
 
     #[test]
