@@ -244,12 +244,18 @@ fn two_hundred_terminals_under_load_never_get_a_wrong_reply() {
     partial.write_all(&[0x00, 0x64, b'0', b'1', b'0']).unwrap();
 
     // 200 terminal connections; every 50th amount ends in 999 (the issuer
-    // stays silent: the switch answers 91 and reverses).
+    // stays silent: the switch answers 91 and reverses). 3,000 transactions;
+    // 100,000 with FLUXRIG_LONG_TESTS=1.
+    let (tps, secs) = if std::env::var_os("FLUXRIG_LONG_TESTS").is_some() {
+        ("2000", "50s")
+    } else {
+        ("1000", "3s")
+    };
     let r = sw.load(&[
         "--tps",
-        "1000",
+        tps,
         "--duration",
-        "3s",
+        secs,
         "--concurrency",
         "200",
         "--no-answer-every",
