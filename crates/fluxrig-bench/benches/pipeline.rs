@@ -268,14 +268,21 @@ fn pipeline(c: &mut Criterion) {
             b.iter_custom(|iters| (0..iters).map(|_| run_rack(&rt, scenario, &dir)).sum());
         });
     }
-    // Telemetry fully on, same scenario as `rack_generate_map_discard`.
-    g.bench_function("rack_generate_map_discard_telemetry_on", |b| {
-        b.iter_custom(|iters| {
-            (0..iters)
-                .map(|_| run_rack_observed(&rt, &cases[0].1, &dir))
-                .sum()
+    // Telemetry fully on, same scenarios as `rack_generate_map_discard`
+    // (paced by the fluxID generator) and `rack_preset_ids_map_discard`
+    // (not paced: the Rack flat out).
+    for (name, i) in [
+        ("rack_generate_map_discard_telemetry_on", 0),
+        ("rack_preset_ids_map_discard_telemetry_on", 1),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| run_rack_observed(&rt, &cases[i].1, &dir))
+                    .sum()
+            });
         });
-    });
+    }
     g.finish();
     let _ = std::fs::remove_dir_all(&dir);
 }

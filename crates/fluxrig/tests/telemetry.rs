@@ -27,14 +27,18 @@ impl Drop for Running {
 }
 
 fn run(dir: &Path, scenario: &str, extra: &[&str]) -> Running {
+    run_logging(dir, scenario, extra, "warn", Stdio::null())
+}
+
+fn run_logging(dir: &Path, scenario: &str, extra: &[&str], level: &str, log: Stdio) -> Running {
     std::fs::write(dir.join("s.yaml"), scenario).unwrap();
     let child = Command::new(bin())
         .current_dir(dir)
         .args(["run", "s.yaml", "--data", "state", "--quiet"])
         .args(extra)
-        .env("FLUXRIG_LOG", "warn")
+        .env("FLUXRIG_LOG", level)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap();
     Running(child)
@@ -183,7 +187,14 @@ fn wait_for_admin(dir: &Path) {
 #[test]
 fn tail_prints_live_messages_masked_and_stops_after_count() {
     let dir = tempfile::tempdir().unwrap();
-    let _rack = run(dir.path(), CARDS, &["--for", "20s"]);
+    let log = std::fs::File::create(dir.path().join("rack.log")).unwrap();
+    let rack = run_logging(
+        dir.path(),
+        CARDS,
+        &["--for", "20s", "--log-format", "json"],
+        "debug",
+        Stdio::from(log),
+    );
     wait_for_admin(dir.path());
     let out = Command::new(bin())
         .current_dir(dir.path())
@@ -240,6 +251,18 @@ fn tail_prints_live_messages_masked_and_stops_after_count() {
     let screen = String::from_utf8(out.stdout).unwrap();
     assert!(screen.contains("rack cards"), "{screen}");
     assert!(screen.contains("source.out -> enrich.in"), "{screen}");
+
+    // No card number in the metrics or the logs (debug level, JSON).
+    let addr = std::fs::read_to_string(dir.path().join("state/admin.addr")).unwrap();
+    let port: u16 = addr.trim().rsplit_once(':').unwrap().1.parse().unwrap();
+    let metrics = scrape(port).unwrap();
+    assert!(metrics.contains("fluxrig_gear_messages_out_total{gear=\"enrich\"}"));
+    assert!(!metrics.contains("4111111111111111"));
+    drop(rack);
+    let logs = std::fs::read_to_string(dir.path().join("rack.log")).unwrap();
+    assert!(logs.contains("admin endpoint"), "{logs}");
+    assert!(!logs.contains("4111111111111111"));
+    assert!(!logs.contains("111111111111"));
 }
 
 #[test]
