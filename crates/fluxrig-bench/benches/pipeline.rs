@@ -145,6 +145,56 @@ fn run_rack(rt: &tokio::runtime::Runtime, scenario: &Scenario, data: &Path) -> D
     elapsed
 }
 
+/// Like [`run_rack`], with telemetry fully on: a collector renders the
+/// Prometheus exposition every 10 ms (a hundred times a usual scrape rate)
+/// and a tail takes a copy of every message `enrich` emits.
+fn run_rack_observed(rt: &tokio::runtime::Runtime, scenario: &Scenario, data: &Path) -> Duration {
+    let opts = RackOptions {
+        data_dir: data.to_path_buf(),
+        ..RackOptions::default()
+    };
+    let start = Instant::now();
+    let (status, scrapes, tailed) = rt.block_on(async {
+        let rack = Rack::build(scenario, opts).expect("rack builds");
+        let handle = rack.handle();
+        let run = tokio::spawn(rack.run());
+        let observer = tokio::spawn(async move {
+            let mut tail = loop {
+                if let Ok(rx) = handle.tap("enrich", "out", 1024) {
+                    break rx;
+                }
+                tokio::task::yield_now().await;
+            };
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            let (mut scrapes, mut tailed) = (0u64, 0u64);
+            loop {
+                tokio::select! {
+                    m = tail.recv() => match m {
+                        Some(m) => { black_box(m); tailed += 1; }
+                        None => break,
+                    },
+                    _ = tick.tick() => {
+                        black_box(fluxrig_telemetry::prometheus::render(&handle.metrics()));
+                        scrapes += 1;
+                        if tailed >= MESSAGES { break; }
+                    }
+                }
+            }
+            (scrapes, tailed)
+        });
+        let status = run.await.expect("rack runs");
+        let (scrapes, tailed) = tokio::time::timeout(Duration::from_millis(100), observer)
+            .await
+            .map_or((0, 0), |r| r.unwrap_or((0, 0)));
+        (status, scrapes, tailed)
+    });
+    let elapsed = start.elapsed();
+    let sink = status.iter().find(|g| g.name == "sink").expect("sink");
+    assert_eq!(sink.stats.messages_out, MESSAGES);
+    black_box((scrapes, tailed));
+    elapsed
+}
+
 /// The floor: a source task making minimal messages, a forwarding task and
 /// a counting sink task, joined by two bounded channels.
 fn run_bare(rt: &tokio::runtime::Runtime) -> Duration {
@@ -216,6 +266,21 @@ fn pipeline(c: &mut Criterion) {
     for (name, scenario) in &cases {
         g.bench_function(*name, |b| {
             b.iter_custom(|iters| (0..iters).map(|_| run_rack(&rt, scenario, &dir)).sum());
+        });
+    }
+    // Telemetry fully on, same scenarios as `rack_generate_map_discard`
+    // (paced by the fluxID generator) and `rack_preset_ids_map_discard`
+    // (not paced: the Rack flat out).
+    for (name, i) in [
+        ("rack_generate_map_discard_telemetry_on", 0),
+        ("rack_preset_ids_map_discard_telemetry_on", 1),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| run_rack_observed(&rt, &cases[i].1, &dir))
+                    .sum()
+            });
         });
     }
     g.finish();

@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use compact_str::CompactString;
 use fluxrig_msg::{EntityId, FluxId, FluxMsg, Hop, IdGenerator};
+use fluxrig_telemetry::DeadLetterReason;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::GearError;
@@ -271,7 +272,11 @@ impl Outputs {
     pub async fn send(&self, msg: FluxMsg) {
         match self.out {
             Some(port) => self.emit(port, msg).await,
-            None => self.dead_letter(msg, "gear has no `out` port".to_owned()),
+            None => self.dead_letter(
+                msg,
+                DeadLetterReason::Unwired,
+                "gear has no `out` port".to_owned(),
+            ),
         }
     }
 
@@ -305,7 +310,11 @@ impl Outputs {
                 Ok(Ingress::Duplicate(first, d)) => return Ok((first, d)),
                 Err(e) => {
                     if dead_letter {
-                        self.dead_letter(msg, format!("not recorded: {e}"));
+                        self.dead_letter(
+                            msg,
+                            DeadLetterReason::NotRecorded,
+                            format!("not recorded: {e}"),
+                        );
                     }
                     return Err(e);
                 }
@@ -329,7 +338,11 @@ impl Outputs {
         if let Some(port) = self.out {
             self.emit_recorded(port, msg, false).await
         } else {
-            self.dead_letter(msg, "gear has no `out` port".to_owned());
+            self.dead_letter(
+                msg,
+                DeadLetterReason::Unwired,
+                "gear has no `out` port".to_owned(),
+            );
             Err(JournalError("gear has no `out` port".to_owned()))
         }
     }
@@ -339,24 +352,37 @@ impl Outputs {
         if msg.path.len() >= MAX_PATH {
             msg.path.remove(1);
         }
+        let now = now_ns();
+        if let Some(prev) = msg.path.last() {
+            self.ctx.stats.record_latency(now.saturating_sub(prev.ts));
+        }
         msg.path.push(Hop {
             gear: self.ctx.entity,
             port: out.name.clone(),
-            ts: now_ns(),
+            ts: now,
         });
+        out.lanes.tap().offer(&msg);
         let lanes = out.lanes.load();
         let Some((last, rest)) = lanes.split_last() else {
             let reason = format!("port `{}` is not wired", out.name);
-            self.dead_letter(msg, reason);
+            self.dead_letter(msg, DeadLetterReason::Unwired, reason);
             return;
         };
         for lane in rest {
             if let Err(m) = lane.send(msg.clone()).await {
-                self.dead_letter(m, format!("wire {} is closed", lane.label()));
+                self.dead_letter(
+                    m,
+                    DeadLetterReason::WireClosed,
+                    format!("wire {} is closed", lane.label()),
+                );
             }
         }
         if let Err(m) = last.send(msg).await {
-            self.dead_letter(m, format!("wire {} is closed", last.label()));
+            self.dead_letter(
+                m,
+                DeadLetterReason::WireClosed,
+                format!("wire {} is closed", last.label()),
+            );
         }
     }
 
@@ -438,7 +464,7 @@ impl Outputs {
             self.deliver(port, msg).await;
             return;
         }
-        self.dead_letter(msg, reason);
+        self.dead_letter(msg, DeadLetterReason::Failed, reason);
     }
 
     /// A sink failed a message it received: it is handled (error port or
@@ -485,7 +511,7 @@ impl Outputs {
                     .await;
             });
         }
-        self.dead_letter(msg, reason.to_string());
+        self.dead_letter(msg, DeadLetterReason::Failed, reason.to_string());
     }
 
     /// Removes a received message from the ones awaiting delivery; false
@@ -498,8 +524,8 @@ impl Outputs {
             .is_some()
     }
 
-    fn dead_letter(&self, msg: FluxMsg, reason: String) {
-        self.ctx.stats.add_dead_letter();
+    fn dead_letter(&self, msg: FluxMsg, class: DeadLetterReason, reason: String) {
+        self.ctx.stats.add_dead_letter(class);
         self.ctx.dead_letters.record(DeadLetter {
             gear: Arc::clone(&self.ctx.gear),
             reason,

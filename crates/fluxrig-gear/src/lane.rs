@@ -102,6 +102,22 @@ pub struct WeakLane {
 }
 
 impl WeakLane {
+    /// The wire's label (`gear.port -> gear.port`).
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Messages dropped because the lane was full (`DropNewest` only).
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Messages waiting and the capacity; `None` once the lane is closed.
+    pub fn fill(&self) -> Option<(usize, usize)> {
+        let tx = self.tx.upgrade()?;
+        Some((tx.max_capacity() - tx.capacity(), tx.max_capacity()))
+    }
+
     /// The lane again, if some gear still holds it open.
     pub fn upgrade(&self) -> Option<Lane> {
         Some(Lane {
@@ -127,23 +143,94 @@ impl Lane {
 
 /// The wires of one output port; replaced atomically when the scenario changes.
 #[derive(Debug, Default)]
-pub struct LaneSet(ArcSwap<Vec<Lane>>);
+pub struct LaneSet {
+    lanes: ArcSwap<Vec<Lane>>,
+    tap: Tap,
+}
 
 impl LaneSet {
     /// A set of lanes.
     pub fn new(lanes: Vec<Lane>) -> LaneSet {
-        LaneSet(ArcSwap::from_pointee(lanes))
+        LaneSet {
+            lanes: ArcSwap::from_pointee(lanes),
+            tap: Tap::default(),
+        }
     }
 
     /// The current lanes. A sender that has loaded a set keeps delivering to
     /// it even if the set is replaced meanwhile.
     pub fn load(&self) -> Arc<Vec<Lane>> {
-        self.0.load_full()
+        self.lanes.load_full()
     }
 
     /// Points the port at new lanes (one atomic store).
     pub fn replace(&self, lanes: Vec<Lane>) {
-        self.0.store(Arc::new(lanes));
+        self.lanes.store(Arc::new(lanes));
+    }
+
+    /// The port's tap (`fluxrig tail`).
+    pub fn tap(&self) -> &Tap {
+        &self.tap
+    }
+}
+
+/// Copies of the messages emitted on a port, for observers (`fluxrig tail`).
+///
+/// Off the hot path: with nobody subscribed an emit costs one relaxed load;
+/// with subscribers each gets a copy through a bounded channel, and a copy
+/// that does not fit is dropped and counted — the gear never waits.
+#[derive(Debug, Default)]
+pub struct Tap {
+    active: AtomicBool,
+    subscribers: Mutex<Vec<mpsc::Sender<FluxMsg>>>,
+    dropped: AtomicU64,
+}
+
+impl Tap {
+    /// Subscribes: copies of the next messages arrive on the receiver
+    /// (`capacity` of them may wait; more are dropped). Dropping the
+    /// receiver unsubscribes.
+    pub fn subscribe(&self, capacity: usize) -> mpsc::Receiver<FluxMsg> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let mut subs = self
+            .subscribers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        subs.push(tx);
+        self.active.store(true, Ordering::Relaxed);
+        rx
+    }
+
+    /// Offers a copy of an emitted message to the subscribers, if any.
+    #[inline]
+    pub fn offer(&self, msg: &FluxMsg) {
+        if self.active.load(Ordering::Relaxed) {
+            self.offer_slow(msg);
+        }
+    }
+
+    #[cold]
+    fn offer_slow(&self, msg: &FluxMsg) {
+        let mut subs = self
+            .subscribers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        subs.retain(|tx| match tx.try_send(msg.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        });
+        if subs.is_empty() {
+            self.active.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// Copies dropped because a subscriber was too slow.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 }
 

@@ -41,7 +41,7 @@ pub use journal::{Delivery, Durable, IDEMPOTENCY_META, Ingress, Journal, Journal
 pub use kind::{
     BuildContext, CheckContext, ConfigIssue, GearKind, GearType, Prepared, Typed, issue_pos,
 };
-pub use lane::{Inbox, InboxAdder, Lane, LaneSet, WeakLane, WhenFull, lane};
+pub use lane::{Inbox, InboxAdder, Lane, LaneSet, Tap, WeakLane, WhenFull, lane};
 pub use stats::{GearStats, StatsSnapshot};
 
 /// A boxed, sendable future (gears are stored as trait objects).

@@ -730,6 +730,7 @@ impl HttpOutGear {
             }
             let full = spool.is_full();
             self.signal_full(io, full);
+            io.ctx().stats.set_pending_bytes(spool.bytes());
             tokio::select! {
                 m = io.recv(), if !closed && !full => match m {
                     Some(m) => spool.push(&m).map_err(|e| GearError::io(what(), e))?,

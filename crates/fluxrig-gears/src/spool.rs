@@ -62,6 +62,11 @@ impl Spool {
         self.len
     }
 
+    /// Bytes waiting in the file (records not yet taken).
+    pub(crate) fn bytes(&self) -> u64 {
+        self.write_at.saturating_sub(self.read_at)
+    }
+
     /// No room for another message: the sink stops taking input
     /// (back-pressure) until the destination drains it.
     pub(crate) fn is_full(&self) -> bool {

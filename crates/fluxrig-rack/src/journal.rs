@@ -199,6 +199,11 @@ impl RackJournal {
         Ok((journal, recovered))
     }
 
+    /// Reads the write-ahead log's telemetry.
+    pub(crate) fn meter(&self) -> fluxrig_wal::WalMeter {
+        self.shared.wal.meter()
+    }
+
     /// The journal handle of one gear (`None` for transforms: they record
     /// nothing).
     pub(crate) fn for_gear(&self, gear: &str, role: Role) -> Option<Arc<dyn Journal>> {

@@ -39,6 +39,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use dead_letters::DeadLetterLog;
+pub use fluxrig_telemetry::RackSnapshot;
 pub use fluxrig_wal::SyncPolicy;
 pub use journal::{Compensator, IDEMPOTENCY_WINDOW, LogCompensator, RecoveryPolicy};
 
@@ -130,14 +131,52 @@ enum Command {
     Stop,
 }
 
-/// Every current gear's name, type and counters, shared with handles.
-type SharedStatus = Arc<Mutex<Vec<(String, &'static str, Arc<GearStats>)>>>;
+/// What handles observe of the running topology: every current gear
+/// (name, type, counters, output ports) and every wire.
+#[derive(Debug, Default)]
+struct Observed {
+    gears: Vec<ObservedGear>,
+    wires: Vec<WeakLane>,
+}
+
+#[derive(Debug)]
+struct ObservedGear {
+    name: String,
+    gear_type: &'static str,
+    stats: Arc<GearStats>,
+    outputs: BTreeMap<String, Arc<LaneSet>>,
+}
+
+/// The observed topology, shared with handles.
+type SharedStatus = Arc<Mutex<Observed>>;
 
 /// Controls a running Rack.
 #[derive(Debug, Clone)]
 pub struct RackHandle {
     tx: mpsc::Sender<Command>,
     status: SharedStatus,
+    rack: Arc<str>,
+    started: std::time::Instant,
+    wal: fluxrig_wal::WalMeter,
+}
+
+/// Why a port cannot be tapped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TapError {
+    /// No gear of that name.
+    #[error("no gear `{0}` in the running scenario")]
+    NoGear(String),
+    /// The gear has no such output port.
+    #[error("gear `{gear}` has no output port `{port}` (it has: {known})")]
+    NoPort {
+        /// The gear.
+        gear: String,
+        /// The port asked for.
+        port: String,
+        /// The gear's output ports.
+        known: String,
+    },
 }
 
 impl std::fmt::Debug for Command {
@@ -168,17 +207,81 @@ impl RackHandle {
 
     /// Every current gear's counters, in scenario order.
     pub fn status(&self) -> Vec<GearStatus> {
-        let s = self
-            .status
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        s.iter()
-            .map(|(n, t, st)| GearStatus {
-                name: n.clone(),
-                gear_type: t,
-                stats: st.snapshot(),
+        self.observed()
+            .gears
+            .iter()
+            .map(|g| GearStatus {
+                name: g.name.clone(),
+                gear_type: g.gear_type,
+                stats: g.stats.snapshot(),
             })
             .collect()
+    }
+
+    fn observed(&self) -> std::sync::MutexGuard<'_, Observed> {
+        self.status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Every metric of the Rack now (a collector calls it; the gears never
+    /// wait for it: it only reads atomics).
+    pub fn metrics(&self) -> fluxrig_telemetry::RackSnapshot {
+        let o = self.observed();
+        let tail_dropped: u64 = o
+            .gears
+            .iter()
+            .flat_map(|g| g.outputs.values())
+            .map(|set| set.tap().dropped())
+            .sum();
+        fluxrig_telemetry::RackSnapshot {
+            rack: self.rack.to_string(),
+            uptime_seconds: self.started.elapsed().as_secs_f64(),
+            gears: o
+                .gears
+                .iter()
+                .map(|g| g.stats.metrics(&g.name, g.gear_type))
+                .collect(),
+            wires: o
+                .wires
+                .iter()
+                .map(|w| {
+                    let (depth, capacity) = w.fill().unwrap_or((0, 0));
+                    fluxrig_telemetry::WireMetrics {
+                        wire: w.label().to_owned(),
+                        depth: depth as u64,
+                        capacity: capacity as u64,
+                        dropped: w.dropped(),
+                    }
+                })
+                .collect(),
+            wal: self.wal.metrics(),
+            telemetry_dropped: vec![("tail".to_owned(), tail_dropped)],
+        }
+    }
+
+    /// Copies of the messages a gear emits on an output port from now on
+    /// (`fluxrig tail`): up to `capacity` wait in the receiver, more are
+    /// dropped and counted; the gear never waits. Dropping the receiver
+    /// ends the tap.
+    pub fn tap(
+        &self,
+        gear: &str,
+        port: &str,
+        capacity: usize,
+    ) -> Result<mpsc::Receiver<FluxMsg>, TapError> {
+        let o = self.observed();
+        let g = o
+            .gears
+            .iter()
+            .find(|g| g.name == gear)
+            .ok_or_else(|| TapError::NoGear(gear.to_owned()))?;
+        let set = g.outputs.get(port).ok_or_else(|| TapError::NoPort {
+            gear: gear.to_owned(),
+            port: port.to_owned(),
+            known: g.outputs.keys().cloned().collect::<Vec<_>>().join(", "),
+        })?;
+        Ok(set.tap().subscribe(capacity))
     }
 }
 
@@ -258,7 +361,8 @@ impl Rack {
         let (journal, recovered) =
             RackJournal::open(&opts.data_dir, opts.wal_sync, scenario).map_err(RackError::State)?;
         let (tx, rx) = mpsc::channel(8);
-        let status = Arc::new(Mutex::new(Vec::new()));
+        let wal = journal.meter();
+        let status = Arc::new(Mutex::new(Observed::default()));
         let mut rack = Rack {
             opts,
             name: scenario.name.clone(),
@@ -276,6 +380,9 @@ impl Rack {
             handle: RackHandle {
                 tx,
                 status: Arc::clone(&status),
+                rack: Arc::from(scenario.name.as_str()),
+                started: std::time::Instant::now(),
+                wal,
             },
             status,
             rx,
@@ -519,18 +626,18 @@ impl Rack {
             .status
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *st = self
+        st.gears = self
             .order
             .iter()
             .filter_map(|n| self.gears.get(n))
-            .map(|r| {
-                (
-                    r.spec.name.clone(),
-                    r.spec.gear_type.name(),
-                    Arc::clone(&r.stats),
-                )
+            .map(|r| ObservedGear {
+                name: r.spec.name.clone(),
+                gear_type: r.spec.gear_type.name(),
+                stats: Arc::clone(&r.stats),
+                outputs: r.outputs.clone(),
             })
             .collect();
+        st.wires = self.lanes.values().cloned().collect();
     }
 
     /// Runs until every gear has finished, or until stopped through the

@@ -57,4 +57,6 @@ pub use options::{SyncPolicy, WalOptions};
 pub use reader::WalReader;
 pub use scan::{VerifyReport, verify, verify_storage};
 pub use storage::{FsStorage, Storage, StorageFile, StorageLock};
-pub use wal::{Pending, Record, RecoveryReport, Retention, SegmentInfo, TornTail, Wal, WalStats};
+pub use wal::{
+    Pending, Record, RecoveryReport, Retention, SegmentInfo, TornTail, Wal, WalMeter, WalStats,
+};

@@ -20,6 +20,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use fluxrig_telemetry::{BATCH_BOUNDS, Histogram, WalMetrics};
 use tokio::sync::{Semaphore, oneshot, watch};
 
 use crate::error::{Result, WalError};
@@ -186,13 +187,31 @@ pub(crate) struct Shared {
 }
 
 /// The writer's counters (for telemetry: batch sizes, sync latency).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Counters {
     batches: AtomicU64,
     records: AtomicU64,
     bytes: AtomicU64,
     syncs: AtomicU64,
     sync_nanos: AtomicU64,
+    /// Each sync's duration, nanoseconds.
+    sync_latency: Histogram,
+    /// Records per batch.
+    batch_records: Histogram,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            batches: AtomicU64::new(0),
+            records: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
+            sync_nanos: AtomicU64::new(0),
+            sync_latency: Histogram::latency(),
+            batch_records: Histogram::new(BATCH_BOUNDS),
+        }
+    }
 }
 
 /// Counters of the writer since the WAL was opened: enough to derive the
@@ -280,6 +299,26 @@ impl Drop for Handle {
             // The writer never panics on I/O (it poisons instead); a panic
             // would be a bug, already printed by the panic hook.
             let _ = t.join();
+        }
+    }
+}
+
+/// Reads a log's telemetry; does not keep the log open (see [`Wal::meter`]).
+#[derive(Debug, Clone)]
+pub struct WalMeter {
+    shared: Arc<Shared>,
+}
+
+impl WalMeter {
+    /// The writer's counters and histograms since open.
+    pub fn metrics(&self) -> WalMetrics {
+        let c = &self.shared.stats;
+        WalMetrics {
+            records: c.records.load(Ordering::Relaxed),
+            bytes: c.bytes.load(Ordering::Relaxed),
+            batches: c.batches.load(Ordering::Relaxed),
+            fsync: c.sync_latency.snapshot(),
+            batch_records: c.batch_records.snapshot(),
         }
     }
 }
@@ -669,6 +708,18 @@ impl Wal {
             bytes: c.bytes.load(Ordering::Relaxed),
             syncs: c.syncs.load(Ordering::Relaxed),
             sync_time: Duration::from_nanos(c.sync_nanos.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// The writer's counters and histograms since open, for telemetry.
+    pub fn metrics(&self) -> WalMetrics {
+        self.meter().metrics()
+    }
+
+    /// A handle that reads [`Wal::metrics`] without keeping the log open.
+    pub fn meter(&self) -> WalMeter {
+        WalMeter {
+            shared: Arc::clone(self.shared()),
         }
     }
 
@@ -1062,11 +1113,10 @@ impl Drop for Syncer {
 
 impl Counters {
     fn record_sync(&self, took: Duration) {
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
         self.syncs.fetch_add(1, Ordering::Relaxed);
-        self.sync_nanos.fetch_add(
-            u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
+        self.sync_nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.sync_latency.record(nanos);
     }
 }
 
@@ -1336,6 +1386,7 @@ impl Writer {
         let c = &self.shared.stats;
         c.batches.fetch_add(1, Ordering::Relaxed);
         c.records.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        c.batch_records.record(batch.len() as u64);
         c.bytes.fetch_add(self.buf.len() as u64, Ordering::Relaxed);
         if self.buf.capacity() > 4 * self.buf.len().max(1 << 20) {
             self.buf = Vec::new();

@@ -3,6 +3,7 @@
 //!
 //! Exit codes: 0 ok, 1 failure, 2 bad usage or invalid input.
 
+mod admin;
 mod cmd;
 mod exit;
 
@@ -79,6 +80,10 @@ enum Command {
     /// Run the payment-switch demo: two issuer simulators, the example
     /// switch, a load run with a live display, then a summary.
     Demo(cmd::demo::DemoArgs),
+    /// Live console of a running Rack: rates, latency, errors, lanes, WAL.
+    Top(cmd::top::TopArgs),
+    /// Print the messages a running Rack's gear emits on a port, masked, as JSON lines.
+    Tail(cmd::tail::TailArgs),
     /// Print this command-line reference in Markdown (docs/cli.md).
     #[command(hide = true)]
     CliReference(cmd::reference::ReferenceArgs),
@@ -97,6 +102,8 @@ fn main() -> ExitCode {
         Command::Iso8583(c) => cmd::iso8583::run(c),
         Command::Audit(c) => cmd::audit::run(c),
         Command::Demo(a) => cmd::demo::run(&a),
+        Command::Top(a) => cmd::top::run(&a),
+        Command::Tail(a) => cmd::tail::run(&a),
         Command::CliReference(a) => cmd::reference::run(&a, Cli::command()),
     };
     match result {

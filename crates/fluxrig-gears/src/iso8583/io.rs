@@ -18,7 +18,7 @@ use bytes::Bytes;
 use fluxrig_config::Duration;
 use fluxrig_gear::{
     BoxFuture, BuildContext, BuildError, CheckContext, ConfigIssue, Gear, GearError, GearIo,
-    GearKind, Input, Outputs, PortDir, PortSpec, Role,
+    GearKind, GearStats, Input, Outputs, PortDir, PortSpec, Role,
 };
 use fluxrig_iso8583::framing::{Framing, LengthPrefix};
 use fluxrig_iso8583::net::{FrameReader, NetError};
@@ -423,7 +423,9 @@ type FrameFilter = dyn Fn(&[u8]) -> bool + Sync;
 const WRITER_QUEUE: usize = 1024;
 
 /// Runs one connection: frames read go to `events`, frames from its
-/// writer queue are written. Returns why it ended (`Ok` for a clean close).
+/// writer queue are written; counts the connection and its bytes in the
+/// gear's stats. Returns why it ended (`Ok` for a clean close).
+#[allow(clippy::too_many_arguments)]
 async fn connection(
     stream: Box<dyn Stream>,
     conn: u64,
@@ -432,7 +434,17 @@ async fn connection(
     events: &mpsc::Sender<Event>,
     mut writes: mpsc::Receiver<Bytes>,
     filter: Option<&FrameFilter>,
+    stats: &GearStats,
 ) -> Result<(), NetError> {
+    /// Counts the connection open while it lives.
+    struct Open<'a>(&'a GearStats);
+    impl Drop for Open<'_> {
+        fn drop(&mut self) {
+            self.0.connection_closed();
+        }
+    }
+    stats.connection_opened();
+    let _open = Open(stats);
     let (rd, mut wr) = tokio::io::split(stream);
     let mut reader = FrameReader::new(rd, framing);
     let mut out = Vec::with_capacity(4096);
@@ -445,6 +457,7 @@ async fn connection(
                     batch.push((Bytes::copy_from_slice(f.header), Bytes::copy_from_slice(f.message)));
                 }
                 for (header, message) in batch {
+                    stats.add_bytes_in((header.len() + message.len() + framing.prefix.width()) as u64);
                     if filter.is_some_and(|keep| !keep(&message)) {
                         continue;
                     }
@@ -465,6 +478,7 @@ async fn connection(
                     }
                 }
                 wr.write_all(&out).await?;
+                stats.add_bytes_out(out.len() as u64);
             }
         }
     }
@@ -671,6 +685,7 @@ impl ServerGear {
                     let events = events_tx.clone();
                     let bad = Arc::clone(&self.bad);
                     let tls = self.tls.clone();
+                    let stats = Arc::clone(&out.ctx().stats);
                     tasks.spawn(async move {
                         let peer: Arc<str> = peer.to_string().into();
                         let _ = stream.set_nodelay(true);
@@ -690,7 +705,7 @@ impl ServerGear {
                                 }
                             },
                         };
-                        let r = connection(stream, conn, Arc::clone(&peer), framing, &events, wrx, None).await;
+                        let r = connection(stream, conn, Arc::clone(&peer), framing, &events, wrx, None, &stats).await;
                         closed(&bad, "terminal", &peer, &r);
                         let _ = events.send(Event::Down { conn }).await;
                     }.in_current_span());
@@ -811,6 +826,7 @@ async fn keep_connected(
     bad: Arc<AtomicU64>,
     cancel: CancellationToken,
     tls: Option<(tokio_rustls::TlsConnector, Option<String>)>,
+    stats: Arc<GearStats>,
 ) {
     let mut wait = ka.backoff;
     let mut attempt: u64 = 0;
@@ -883,7 +899,7 @@ async fn keep_connected(
         let r = tokio::select! {
             () = cancel.cancelled() => return,
             () = echo => Ok(()),
-            r = connection(stream, conn, Arc::clone(&peer), framing, &events, wrx, Some(&filter)) => r,
+            r = connection(stream, conn, Arc::clone(&peer), framing, &events, wrx, Some(&filter), &stats) => r,
         };
         closed(&bad, "issuer", &peer, &r);
         if events.send(Event::Down { conn }).await.is_err() {
@@ -987,6 +1003,7 @@ impl ClientGear {
                         Arc::clone(&self.bad),
                         cancel.clone(),
                         self.tls.clone().map(|c| (c, self.server_name.clone())),
+                        Arc::clone(&io.ctx().stats),
                     )
                     .in_current_span(),
                 );

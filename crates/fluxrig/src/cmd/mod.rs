@@ -10,6 +10,8 @@ pub(crate) mod reference;
 pub(crate) mod run;
 pub(crate) mod scenario;
 pub(crate) mod spec;
+pub(crate) mod tail;
+pub(crate) mod top;
 
 /// The data directory when a command is not given one: `$FLUXRIG_DATA`, else `./data`.
 pub(crate) fn default_data_dir() -> std::path::PathBuf {

@@ -45,6 +45,15 @@ pub(crate) struct RunArgs {
     /// power loss may lose that much) or `none` (throw-away data).
     #[arg(long, value_name = "POLICY", default_value = "always", value_parser = parse_sync)]
     wal_sync: SyncPolicy,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g.
+    /// 127.0.0.1:9464; 0.0.0.0:9464 to let other hosts scrape them).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
+    /// The admin endpoint `fluxrig top` and `fluxrig tail` talk to (also
+    /// serves /metrics). Its address is written to <DATA>/admin.addr; the
+    /// default is an ephemeral port on loopback; `off` turns it off.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    admin_listen: String,
 }
 
 fn parse_sync(s: &str) -> Result<SyncPolicy, String> {
@@ -88,6 +97,7 @@ pub(crate) fn run(args: RunArgs) -> CmdResult {
             _ => Failure::from(anyhow::Error::new(e)),
         })?;
         let handle = rack.handle();
+        let addr_file = start_endpoints(&args, &handle).await?;
         tracing::info!(
             scenario = %scenario.name, version = %scenario.version, hash = %scenario.hash_hex(),
             gears = scenario.gears.len(), data = %args.data.display(), "rack starting"
@@ -127,11 +137,39 @@ pub(crate) fn run(args: RunArgs) -> CmdResult {
             let _ = s.await;
             clear_status();
         }
+        if let Some(f) = addr_file {
+            let _ = std::fs::remove_file(f);
+        }
         if !args.quiet {
             print_summary(&summary, started.elapsed());
         }
         Ok(())
     })
+}
+
+/// Starts the metrics and admin listeners; gives back the file holding the
+/// admin address (removed when the Rack stops).
+async fn start_endpoints(args: &RunArgs, handle: &RackHandle) -> Result<Option<PathBuf>, Failure> {
+    if let Some(addr) = &args.metrics_listen {
+        let at = crate::admin::serve(addr, crate::admin::metrics_router(handle.clone()))
+            .await
+            .map_err(Failure::invalid)?;
+        tracing::info!(url = %format!("http://{at}/metrics"), "serving metrics");
+    }
+    if args.admin_listen == "off" {
+        return Ok(None);
+    }
+    let at = crate::admin::serve(
+        &args.admin_listen,
+        crate::admin::admin_router(handle.clone(), &args.data),
+    )
+    .await
+    .map_err(Failure::invalid)?;
+    let file = crate::admin::addr_file(&args.data);
+    std::fs::write(&file, format!("{at}\n"))
+        .with_context(|| format!("writing {}", file.display()))?;
+    tracing::info!(addr = %at, "admin endpoint (fluxrig top, fluxrig tail)");
+    Ok(Some(file))
 }
 
 /// SIGINT/SIGTERM stop the Rack; SIGHUP reloads the scenario.

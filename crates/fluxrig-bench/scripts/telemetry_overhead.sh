@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Telemetry overhead (docs/BENCHMARKS.md, "Telemetry"): throughput of
+# `fluxrig run` on generate → map → discard, alternating in each round:
+#   off          no metrics listener, admin endpoint off, nobody tailing;
+#   metrics      --metrics-listen scraped every 100 ms, admin endpoint on;
+#   metrics+tail the same plus `fluxrig tail enrich.out` taking a masked
+#                JSON copy of every message enrich emits.
+# ROUNDS rounds of N messages each; wall time of the whole process.
+#
+# Usage: crates/fluxrig-bench/scripts/telemetry_overhead.sh   (from the repository root)
+#   FLUXRIG=path/to/fluxrig (default: build and use the release binary)
+#   N=200000 ROUNDS=3
+set -euo pipefail
+cd "$(dirname "$0")/../../.."
+
+N=${N:-200000}
+ROUNDS=${ROUNDS:-3}
+export DUCKDB_LIB_DIR=${DUCKDB_LIB_DIR:-$HOME/.cache/fluxrig/duckdb-1.5.6}
+if [ -z "${FLUXRIG:-}" ]; then
+  cargo build -q --release -p fluxrig
+  FLUXRIG=${CARGO_TARGET_DIR:-target}/release/fluxrig
+fi
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+
+cat > "$work/s.yaml" <<YAML
+meta: {name: overhead, version: 1.0.0}
+gears:
+  - {name: source, type: generate, config: {count: $N, interval: 0s}}
+  - {name: enrich, type: map, config: {source: '.double = int!(.seq) * 2'}}
+  - {name: sink, type: discard}
+wires:
+  - {from: source.out, to: enrich.in}
+  - {from: enrich.out, to: sink.in}
+YAML
+
+now() { date +%s.%N; }
+rate() { python3 -c "print(f'{$N / ($2 - $1):.0f}')"; }
+
+echo "== machine"
+echo "$(nproc) cores, $(uname -r), $(date -u '+%F %T') UTC, binary $FLUXRIG"
+uptime
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+
+# One run with telemetry on: metrics scraped every $1 s; with $2 = tail,
+# `fluxrig tail` takes every message enrich emits. Prints msg/s.
+on() {
+  local data=$work/on-$RANDOM$RANDOM t0 t1 rack tail= scrapes=0
+  t0=$(now)
+  FLUXRIG_LOG=warn "$FLUXRIG" run "$work/s.yaml" --data "$data" --quiet \
+    --metrics-listen "127.0.0.1:$port" &
+  rack=$!
+  if [ "$2" = tail ]; then
+    while [ ! -f "$data/admin.addr" ] && kill -0 $rack 2>/dev/null; do sleep 0.002; done
+    "$FLUXRIG" tail enrich.out --data "$data" > "$work/tail.jsonl" 2>/dev/null &
+    tail=$!
+  fi
+  while kill -0 $rack 2>/dev/null; do
+    curl -sf "http://127.0.0.1:$port/metrics" > /dev/null && scrapes=$((scrapes + 1)) || true
+    sleep "$1"
+  done
+  wait $rack
+  t1=$(now)
+  if [ -n "$tail" ]; then kill $tail 2>/dev/null || true; wait $tail 2>/dev/null || true; fi
+  echo "$(rate "$t0" "$t1") $scrapes"
+}
+
+pct() { python3 -c "print(f'{100 * $1 / $2:.1f}')"; }
+
+echo "== rounds (msg/s; % of off in the same round)"
+for i in $(seq "$ROUNDS"); do
+  t0=$(now)
+  FLUXRIG_LOG=warn "$FLUXRIG" run "$work/s.yaml" --data "$work/off-$i" --quiet --admin-listen off
+  t1=$(now)
+  off=$(rate "$t0" "$t1")
+  read -r m ms < <(on 0.1 -)
+  read -r t ts < <(on 0.1 tail)
+  echo "round $i: off $off | metrics $m ($(pct "$m" "$off") %, $ms scrapes) | metrics+tail $t ($(pct "$t" "$off") %, $(wc -l < "$work/tail.jsonl") tailed)"
+done
