@@ -53,6 +53,9 @@ use crate::keys::{DataKey, Keyring, Secret};
 
 pub use keys::{KeyEntry, MASTER_KEY_ENV, MASTER_KEY_FILE_ENV};
 
+/// Removals kept for [`Vault::take_removed`] at most.
+pub const MAX_REMOVED: usize = 100_000;
+
 /// Log size from which the vault compacts it (when mostly dead records).
 pub const COMPACT_AT: u64 = 8 << 20;
 
@@ -628,9 +631,9 @@ impl Vault {
 
     /// Housekeeping, about once a second: picks up a changed keyring
     /// (rotation, retirement), removes expired entries and entries whose
-    /// key was retired, syncs the log, compacts it when due. Returns every
-    /// entry removed since the last call (evictions included).
-    pub fn sweep(&self, now_ns: u64) -> Result<Vec<Removed>, VaultError> {
+    /// key was retired, syncs the log, compacts it when due. What it removed
+    /// (and what evictions removed) is collected for [`Vault::take_removed`].
+    pub fn sweep(&self, now_ns: u64) -> Result<(), VaultError> {
         let mut g = lock(&self.inner);
         self.reload_keyring(&mut g);
         let mut gone: Vec<(String, Removal)> = g
@@ -653,7 +656,19 @@ impl Vault {
         if g.log_bytes > COMPACT_AT && g.log_bytes > 3 * g.live_bytes {
             self.compact(&mut g)?;
         }
-        Ok(std::mem::take(&mut g.removed))
+        Ok(())
+    }
+
+    /// Takes the removals of entries whose label starts with `prefix` (each
+    /// is reported once). At most [`MAX_REMOVED`] wait; older ones are
+    /// dropped (counted in a warning).
+    pub fn take_removed(&self, prefix: &str) -> Vec<Removed> {
+        let mut g = lock(&self.inner);
+        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut g.removed)
+            .into_iter()
+            .partition(|r| r.label.starts_with(prefix));
+        g.removed = rest;
+        mine
     }
 
     /// Makes every parked entry durable.
@@ -788,6 +803,11 @@ impl Inner {
         };
         self.by_expiry.remove(&(e.expires_ns, token.to_owned()));
         self.live_bytes = self.live_bytes.saturating_sub(e.record_len(token));
+        if self.removed.len() >= MAX_REMOVED {
+            let n = self.removed.len() / 2;
+            self.removed.drain(..n);
+            tracing::warn!(dropped = n, "vault removals nobody took; oldest dropped");
+        }
         self.removed.push(Removed {
             token: token.to_owned(),
             label: e.label,

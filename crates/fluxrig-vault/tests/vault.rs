@@ -15,6 +15,12 @@ use proptest::prelude::*;
 const SEC: u64 = 1_000_000_000;
 const T0: u64 = 1_800_000_000 * SEC;
 
+/// Sweeps and takes every removal.
+fn swept(v: &Vault, now: u64) -> Vec<fluxrig_vault::Removed> {
+    v.sweep(now).unwrap();
+    v.take_removed("")
+}
+
 fn opts(label: &str) -> ParkOptions<'_> {
     ParkOptions {
         ttl: Duration::from_mins(5),
@@ -68,14 +74,14 @@ fn expired_entries_are_gone_and_reported_once_even_across_a_restart() {
     let a = v.park(b"short lived", &short, T0).unwrap();
     let b = v.park(b"long lived", &opts("card.pan"), T0).unwrap();
     let c = v.park(b"expires while closed", &short, T0 + SEC).unwrap();
-    assert!(v.sweep(T0 + 5 * SEC).unwrap().is_empty());
+    assert!(swept(&v, T0 + 5 * SEC).is_empty());
     assert_eq!(v.restore(&a, T0 + 5 * SEC).unwrap(), b"short lived");
     // Past the TTL the value cannot be restored, even before a sweep.
     assert!(matches!(
         v.restore(&a, T0 + 10 * SEC),
         Err(VaultError::Expired)
     ));
-    let gone = v.sweep(T0 + 10 * SEC).unwrap();
+    let gone = swept(&v, T0 + 10 * SEC);
     assert_eq!(gone.len(), 1);
     assert_eq!(gone[0].token, a);
     assert_eq!(gone[0].label, "card.track2");
@@ -88,7 +94,7 @@ fn expired_entries_are_gone_and_reported_once_even_across_a_restart() {
     // `c` expired while the vault was closed: reported after the restart;
     // `a` was reported already and is not again.
     let v = Vault::open(dir.path()).unwrap();
-    let gone = v.sweep(T0 + 20 * SEC).unwrap();
+    let gone = swept(&v, T0 + 20 * SEC);
     let tokens: Vec<_> = gone.iter().map(|r| r.token.as_str()).collect();
     assert_eq!(tokens, vec![c.as_str()]);
     assert_eq!(v.restore(&b, T0 + 20 * SEC).unwrap(), b"long lived");
@@ -112,7 +118,7 @@ fn a_full_vault_rejects_or_evicts_by_policy() {
         Err(VaultError::Unknown)
     ));
     assert_eq!(v.restore(&third, T0 + 3).unwrap(), b"3");
-    let gone = v.sweep(T0 + 3).unwrap();
+    let gone = swept(&v, T0 + 3);
     assert_eq!(gone.len(), 1);
     assert_eq!(
         (gone[0].token.as_str(), gone[0].reason),
@@ -133,7 +139,7 @@ fn rotation_keeps_old_entries_readable_and_retirement_shreds_them() {
     let mut ring = Keyring::load(dir.path()).unwrap().unwrap();
     assert_eq!(ring.rotate().unwrap(), 2);
     ring.save(dir.path()).unwrap();
-    v.sweep(T0 + SEC).unwrap();
+    swept(&v, T0 + SEC);
     assert_eq!(v.active_key(), 2);
     let new = v.park(b"under key 2", &opts("a"), T0 + SEC).unwrap();
     assert_eq!(v.restore(&old, T0 + SEC).unwrap(), b"under key 1");
@@ -144,7 +150,7 @@ fn rotation_keeps_old_entries_readable_and_retirement_shreds_them() {
     assert!(ring.retire(2).is_err());
     ring.retire(1).unwrap();
     ring.save(dir.path()).unwrap();
-    let gone = v.sweep(T0 + 2 * SEC).unwrap();
+    let gone = swept(&v, T0 + 2 * SEC);
     assert_eq!(gone.len(), 1);
     assert_eq!(
         (gone[0].token.as_str(), gone[0].reason),
@@ -278,7 +284,7 @@ fn rotate(dir: &Path, v: &Vault, now: u64) {
     let mut ring = Keyring::load(dir).unwrap().unwrap();
     ring.rotate().unwrap();
     ring.save(dir).unwrap();
-    v.sweep(now).unwrap();
+    swept(v, now);
 }
 
 #[test]
