@@ -652,9 +652,14 @@ impl Vault {
         for (t, why) in gone {
             g.remove(&t, why)?;
         }
-        g.sync()?;
         if g.log_bytes > COMPACT_AT && g.log_bytes > 3 * g.live_bytes {
             self.compact(&mut g)?;
+        }
+        // The fsync runs without the lock: parks and restores go on meanwhile.
+        let file = g.flushed_file()?;
+        drop(g);
+        if let Err(e) = file.sync_data() {
+            return Err(lock(&self.inner).poison("syncing the vault log", e));
         }
         Ok(())
     }
@@ -828,6 +833,21 @@ impl Inner {
                 Ok(())
             }
             Err(e) => Err(self.poison("appending to the vault log", e)),
+        }
+    }
+
+    /// Flushes the buffer; a handle to the log file to sync.
+    fn flushed_file(&mut self) -> Result<File, VaultError> {
+        if let Some(p) = &self.poisoned {
+            return Err(VaultError::Poisoned(p.clone()));
+        }
+        match self
+            .log
+            .flush()
+            .and_then(|()| self.log.get_ref().try_clone())
+        {
+            Ok(f) => Ok(f),
+            Err(e) => Err(self.poison("flushing the vault log", e)),
         }
     }
 
