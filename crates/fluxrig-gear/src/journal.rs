@@ -116,3 +116,18 @@ pub trait Journal: Send + Sync + fmt::Debug {
     /// policy.
     fn sync_output(&self) -> bool;
 }
+
+/// What makes a message safe to keep at rest: the Rack passes every message
+/// it writes to disk — write-ahead log records (and so the audit archive)
+/// and dead letters — through it. The coat check's implementation encrypts
+/// the raw frames of card traffic under the vault key and masks classified
+/// fields (`docs/adr/0005-coat-check.md`).
+pub trait AtRest: Send + Sync + fmt::Debug {
+    /// The form of `msg` that may be written to disk; `None` when `msg`
+    /// may be written as it is.
+    fn protect(&self, msg: &FluxMsg) -> Option<FluxMsg>;
+
+    /// A message read back from disk (to be replayed), made usable again
+    /// where it can be (sealed raw bytes decrypted).
+    fn recover(&self, msg: FluxMsg) -> FluxMsg;
+}

@@ -37,7 +37,7 @@ pub use io::{
     DeadLetter, DeadLetters, GearIo, Input, IoParts, OutputPort, Outputs, PortRef, RunContext,
     now_ns,
 };
-pub use journal::{Delivery, Durable, IDEMPOTENCY_META, Ingress, Journal, JournalError};
+pub use journal::{AtRest, Delivery, Durable, IDEMPOTENCY_META, Ingress, Journal, JournalError};
 pub use kind::{
     BuildContext, CheckContext, ConfigIssue, GearKind, GearType, Prepared, Typed, issue_pos,
 };

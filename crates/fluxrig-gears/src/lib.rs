@@ -4,6 +4,7 @@
 //! for `fluxrig gears`, scenario validation, the JSON Schemas and the
 //! generated reference in `docs/gears/`.
 
+mod coatcheck;
 mod discard;
 mod files;
 mod format;
@@ -19,6 +20,10 @@ mod vrl;
 
 use fluxrig_gear::{GearType, Typed};
 
+pub use coatcheck::{
+    CardDataAtRest, Class as CoatCheckClass, CoatCheck, CoatCheckConfig, META_SEALED, META_TTL,
+    Mode as CoatCheckMode, WhenFull as CoatCheckWhenFull,
+};
 pub use discard::{Discard, DiscardConfig};
 pub use files::{
     FileIn, FileInConfig, FileMode, FileOut, FileOutConfig, Stdin, StdinConfig, Stdout,
@@ -57,6 +62,7 @@ pub static BUILTIN: &[&dyn GearType] = &[
     &Typed::<Iso8583Codec>::new(),
     &Typed::<Iso8583Io>::new(),
     &Typed::<Conductor>::new(),
+    &Typed::<CoatCheck>::new(),
 ];
 
 /// The built-in gear type called `name`.

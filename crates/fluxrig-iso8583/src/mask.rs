@@ -1,7 +1,7 @@
 //! Masking for every display path: PANs as BIN (first 6) + last 4, every
 //! other classified value fully masked.
 
-use fluxrig_msg::{Map, Value};
+use fluxrig_msg::Value;
 
 use crate::spec::{Sensitivity, Spec, Subfields};
 
@@ -36,15 +36,22 @@ fn mask_all(v: &mut Value, s: Sensitivity) {
     }
 }
 
-fn mask_key(m: &mut Map, key: &str, s: Sensitivity) {
-    if let Some(v) = m.get_mut(key) {
-        mask_all(v, s);
-    }
-}
-
 /// Masks, in a data tree laid out by [`crate::to_value`], every element,
 /// subfield and TLV tag the dialect classifies.
 pub fn mask_data(spec: &Spec, data: &mut Value) {
+    visit_classified(spec, data, &mut |_, s, v| mask_all(v, s));
+}
+
+/// Calls `f` on every value of a data tree (laid out by [`crate::to_value`])
+/// that the dialect classifies: whole elements, subfields (`sf<n>`) and TLV
+/// values, with a label naming the place (`card.pan`, `de48.sf3`,
+/// `de55.5A`) and the class. An element whose structured form is not used
+/// (raw text where subfields are declared) is passed whole as `pii`.
+pub fn visit_classified(
+    spec: &Spec,
+    data: &mut Value,
+    f: &mut dyn FnMut(&str, Sensitivity, &mut Value),
+) {
     for el in spec.elements() {
         if !el.is_sensitive() {
             continue;
@@ -52,8 +59,9 @@ pub fn mask_data(spec: &Spec, data: &mut Value) {
         let Some(v) = get_path_mut(data, el.data_path()) else {
             continue;
         };
+        let label = el.data_path().join(".");
         if let Some(s) = el.sensitivity {
-            mask_all(v, s);
+            f(&label, s, v);
             continue;
         }
         match (&el.subfields, v) {
@@ -62,8 +70,9 @@ pub fn mask_data(spec: &Spec, data: &mut Value) {
                 Value::Map(m),
             ) => {
                 for (n, sf) in fields {
-                    if let Some(s) = sf.sensitivity {
-                        mask_key(m, &format!("sf{n}"), s);
+                    let key = format!("sf{n}");
+                    if let (Some(s), Some(v)) = (sf.sensitivity, m.get_mut(&key)) {
+                        f(&format!("{label}.{key}"), s, v);
                     }
                 }
             }
@@ -74,13 +83,14 @@ pub fn mask_data(spec: &Spec, data: &mut Value) {
                         && let Some(s) = tags
                             .get(&tag.to_ascii_uppercase())
                             .and_then(|t| t.sensitivity)
+                        && let Some(v) = m.get_mut("value")
                     {
-                        mask_key(m, "value", s);
+                        f(&format!("{label}.{}", tag.to_ascii_uppercase()), s, v);
                     }
                 }
             }
-            // Structured form not used (raw text): mask it whole.
-            (_, v) => mask_all(v, Sensitivity::Pii),
+            // Structured form not used (raw text): the whole element.
+            (_, v) => f(&label, Sensitivity::Pii, v),
         }
     }
 }

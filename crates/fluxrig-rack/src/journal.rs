@@ -24,8 +24,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use bytes::Bytes;
 use fluxrig_audit::records::{self, RackRecord};
 use fluxrig_gear::{
-    BoxFuture, DeadLetter, DeadLetters, Delivery, Durable, IDEMPOTENCY_META, Ingress, Journal,
-    JournalError, Role,
+    AtRest, BoxFuture, DeadLetter, DeadLetters, Delivery, Durable, IDEMPOTENCY_META, Ingress,
+    Journal, JournalError, Role,
 };
 use fluxrig_msg::cbor::{self, Limits};
 use fluxrig_msg::{FluxId, FluxMsg, Value};
@@ -130,6 +130,8 @@ struct Shared {
     completed: HashMap<FluxId, Vec<String>>,
     /// The first failure was logged.
     failed: AtomicBool,
+    /// Protects messages before they are written (card data).
+    at_rest: Option<Arc<dyn AtRest>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -137,6 +139,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// `msg` as it may be written to disk.
+    fn protect<'m>(&self, msg: &'m FluxMsg) -> std::borrow::Cow<'m, FluxMsg> {
+        match self.at_rest.as_ref().and_then(|a| a.protect(msg)) {
+            Some(p) => std::borrow::Cow::Owned(p),
+            None => std::borrow::Cow::Borrowed(msg),
+        }
+    }
+
     fn fail(&self, what: &str, e: &fluxrig_wal::WalError) -> JournalError {
         if !self.failed.swap(true, Ordering::Relaxed) {
             tracing::error!(error = %e, "write-ahead log failed while {what}: nothing more is acknowledged");
@@ -158,6 +168,7 @@ impl RackJournal {
         data_dir: &Path,
         sync: SyncPolicy,
         scenario: &Scenario,
+        at_rest: Option<Arc<dyn AtRest>>,
     ) -> Result<(RackJournal, Recovered), String> {
         let dir = fluxrig_audit::wal_dir(data_dir);
         let (wal, report) = Wal::open(&dir, WalOptions::default().sync(sync))
@@ -180,6 +191,7 @@ impl RackJournal {
             &mut keys,
             &mut offsets,
             &mut completed,
+            at_rest.as_deref(),
         )?;
         tracing::info!(
             dir = %dir.display(), sync = %sync, records = recovered.records,
@@ -194,6 +206,7 @@ impl RackJournal {
                 offsets: Mutex::new(offsets),
                 completed,
                 failed: AtomicBool::new(false),
+                at_rest,
             }),
         };
         Ok((journal, recovered))
@@ -223,6 +236,7 @@ impl RackJournal {
         JournaledDeadLetters {
             log,
             wal: self.shared.wal.clone(),
+            at_rest: self.shared.at_rest.clone(),
         }
     }
 
@@ -246,10 +260,14 @@ impl RackJournal {
 pub(crate) struct JournaledDeadLetters {
     log: Arc<DeadLetterLog>,
     wal: Wal,
+    at_rest: Option<Arc<dyn AtRest>>,
 }
 
 impl DeadLetters for JournaledDeadLetters {
-    fn record(&self, letter: DeadLetter) {
+    fn record(&self, mut letter: DeadLetter) {
+        if let Some(p) = self.at_rest.as_ref().and_then(|a| a.protect(&letter.msg)) {
+            letter.msg = p;
+        }
         let body = records::encode_dead_letter(&letter.gear, &letter.reason, &letter.msg);
         let id = letter.msg.id;
         self.log.record(letter);
@@ -416,6 +434,7 @@ fn scan(
     keys: &mut KeyIndex,
     offsets: &mut HashMap<String, u64>,
     completed: &mut HashMap<FluxId, Vec<String>>,
+    at_rest: Option<&dyn AtRest>,
 ) -> Result<Recovered, String> {
     let mut open: HashMap<FluxId, (Lsn, Open)> = HashMap::new();
     let mut recovered = Recovered::default();
@@ -490,7 +509,10 @@ fn scan(
     left.sort_by_key(|(lsn, _)| *lsn);
     for (lsn, o) in left {
         let msg = match RackRecord::decode(records::INGRESS, &o.body) {
-            Ok(RackRecord::Ingress { msg, .. }) => msg,
+            Ok(RackRecord::Ingress { msg, .. }) => match at_rest {
+                Some(a) => a.recover(msg),
+                None => msg,
+            },
             Ok(_) => return Err(unreadable(lsn, records::INGRESS)),
             Err(e) => return Err(format!("{}: {e}", unreadable(lsn, records::INGRESS))),
         };
@@ -564,7 +586,7 @@ impl Journal for GearJournal {
                 }
                 keys.insert(Arc::clone(&self.gear), k.to_owned(), msg.id);
             }
-            let body = records::encode_ingress(&self.gear, port, msg);
+            let body = records::encode_ingress(&self.gear, port, &self.shared.protect(msg));
             match self.shared.wal.submit(records::INGRESS, body).await {
                 Ok(pending) => Ok(Ingress::Recorded(Durable::new(async move {
                     pending
@@ -595,7 +617,10 @@ impl Journal for GearJournal {
             tracing::debug!(id = %msg.id, "replayed message already completed here; skipped");
             return None;
         }
-        Some(Some(Bytes::from(records::encode_egress(&self.gear, msg))))
+        Some(Some(Bytes::from(records::encode_egress(
+            &self.gear,
+            &self.shared.protect(msg),
+        ))))
     }
 
     fn delivered(&self, done: Vec<Delivery>) -> BoxFuture<'_, Result<(), JournalError>> {

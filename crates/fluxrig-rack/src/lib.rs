@@ -29,8 +29,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fluxrig_gear::{
-    Admission, BuildContext, DeadLetters, Gate, GearIo, GearStats, Inbox, InboxAdder, IoParts,
-    Lane, LaneSet, OutputPort, PortDir, RunContext, StatsSnapshot, WeakLane, lane,
+    Admission, AtRest, BuildContext, DeadLetters, Gate, GearIo, GearStats, Inbox, InboxAdder,
+    IoParts, Lane, LaneSet, OutputPort, PortDir, RunContext, StatsSnapshot, WeakLane, lane,
 };
 use fluxrig_msg::{FluxMsg, IdGenerator};
 use fluxrig_scenario::{Endpoint, GearSpec, Scenario};
@@ -71,6 +71,10 @@ pub struct RackOptions {
     /// How often the background compactor turns closed WAL segments into
     /// the Parquet audit archive (`<data>/archive/`); `None` turns it off.
     pub compact_every: Option<Duration>,
+    /// What protects messages before they are written to disk (WAL,
+    /// dead letters); `fluxrig run` installs the coat check's, which
+    /// encrypts raw card frames and masks classified fields.
+    pub at_rest: Option<Arc<dyn AtRest>>,
 }
 
 impl Default for RackOptions {
@@ -83,6 +87,7 @@ impl Default for RackOptions {
             recovery: RecoveryPolicy::Replay,
             compensator: Arc::new(LogCompensator),
             compact_every: Some(Duration::from_secs(30)),
+            at_rest: None,
         }
     }
 }
@@ -358,8 +363,13 @@ impl Rack {
             .map_err(|e| RackError::State(e.to_string()))?;
         let dead_letters = DeadLetterLog::open(&opts.data_dir)
             .map_err(|e| RackError::State(format!("cannot open the dead-letter log: {e}")))?;
-        let (journal, recovered) =
-            RackJournal::open(&opts.data_dir, opts.wal_sync, scenario).map_err(RackError::State)?;
+        let (journal, recovered) = RackJournal::open(
+            &opts.data_dir,
+            opts.wal_sync,
+            scenario,
+            opts.at_rest.clone(),
+        )
+        .map_err(RackError::State)?;
         let (tx, rx) = mpsc::channel(8);
         let wal = journal.meter();
         let status = Arc::new(Mutex::new(Observed::default()));

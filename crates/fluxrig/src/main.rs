@@ -77,6 +77,9 @@ enum Command {
     /// Query, verify, export and compact the audit archive.
     #[command(subcommand)]
     Audit(cmd::audit::AuditCommand),
+    /// List, rotate and retire the coat check vault's keys.
+    #[command(subcommand)]
+    Keys(cmd::keys::KeysCommand),
     /// Run the payment-switch demo: two issuer simulators, the example
     /// switch, a load run with a live display, then a summary.
     Demo(cmd::demo::DemoArgs),
@@ -101,6 +104,7 @@ fn main() -> ExitCode {
         Command::Spec(c) => cmd::spec::run(c),
         Command::Iso8583(c) => cmd::iso8583::run(c),
         Command::Audit(c) => cmd::audit::run(c),
+        Command::Keys(c) => cmd::keys::run(c),
         Command::Demo(a) => cmd::demo::run(&a),
         Command::Top(a) => cmd::top::run(&a),
         Command::Tail(a) => cmd::tail::run(&a),

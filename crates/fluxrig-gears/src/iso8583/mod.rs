@@ -10,7 +10,7 @@ pub(crate) mod io;
 mod reversal_log;
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use fluxrig_iso8583::Spec;
 use fluxrig_iso8583::store::SpecStore;
@@ -25,13 +25,44 @@ pub const META_TARGET: &str = "iso8583.target";
 /// Meta: the peer address of the connection.
 pub const META_PEER: &str = "iso8583.peer";
 
-fn default_spec() -> String {
+pub(crate) fn default_spec() -> String {
     "iso8583-1987-ascii".to_owned()
+}
+
+/// Dialects loaded by gears in this process, by hash: what the Rack's
+/// at-rest protection masks a message's `data` with (meta `iso8583.spec`).
+static LOADED: Mutex<Vec<Arc<Spec>>> = Mutex::new(Vec::new());
+
+/// The dialect with hash `hex` (uppercase or lowercase), when a gear loaded
+/// it or it is bundled.
+pub(crate) fn registered_spec(hex: &str) -> Option<Arc<Spec>> {
+    let loaded = LOADED.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(s) = loaded
+        .iter()
+        .find(|s| s.hash().to_hex().eq_ignore_ascii_case(hex))
+    {
+        return Some(Arc::clone(s));
+    }
+    drop(loaded);
+    fluxrig_iso8583::bundled::BUNDLED
+        .iter()
+        .filter_map(|(n, _)| fluxrig_iso8583::bundled::bundled(n)?.ok())
+        .find(|s| s.hash().to_hex().eq_ignore_ascii_case(hex))
+        .map(|s| Arc::new(s.clone()))
 }
 
 /// Loads a dialect: a bundled name, an SDL file (relative to the scenario),
 /// or a name or hash in the spec store under the data dir.
 pub(crate) fn load_spec(name: &str, base_dir: &Path, data_dir: &Path) -> Result<Arc<Spec>, String> {
+    let spec = find_spec(name, base_dir, data_dir)?;
+    let mut loaded = LOADED.lock().unwrap_or_else(PoisonError::into_inner);
+    if !loaded.iter().any(|s| s.hash() == spec.hash()) {
+        loaded.push(Arc::clone(&spec));
+    }
+    Ok(spec)
+}
+
+fn find_spec(name: &str, base_dir: &Path, data_dir: &Path) -> Result<Arc<Spec>, String> {
     if let Some(r) = fluxrig_iso8583::bundled::bundled(name) {
         return r.map(|s| Arc::new(s.clone())).map_err(|e| e.to_string());
     }

@@ -5,6 +5,7 @@ pub(crate) mod demo;
 pub(crate) mod gears;
 pub(crate) mod id;
 pub(crate) mod iso8583;
+pub(crate) mod keys;
 pub(crate) mod msg;
 pub(crate) mod reference;
 pub(crate) mod run;

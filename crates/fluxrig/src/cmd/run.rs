@@ -3,10 +3,12 @@
 use std::fmt::Write as _;
 use std::io::{IsTerminal as _, Write as IoWrite};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 use clap::Args;
+use fluxrig_gears::CardDataAtRest;
 use fluxrig_rack::{GearStatus, Rack, RackError, RackHandle, RackOptions, SyncPolicy};
 
 use crate::exit::{CmdResult, Failure};
@@ -89,6 +91,8 @@ pub(crate) fn run(args: RunArgs) -> CmdResult {
             machine: args.machine,
             drain_timeout: args.drain_timeout,
             wal_sync: args.wal_sync,
+            // Card traffic reaches the disk sealed and masked (the coat check).
+            at_rest: Some(Arc::new(CardDataAtRest::new(&args.data))),
             ..RackOptions::default()
         };
         let rack = Rack::build(&scenario, opts).map_err(|e| match e {

@@ -1,0 +1,875 @@
+//! The coat check's vault: sensitive values parked under a token,
+//! encrypted, Rack-local, with a time to live.
+//!
+//! A vault is a directory (`<data>/vault/`, 0700) holding:
+//!
+//! - `master.key` — the master key, unless it comes from the environment
+//!   (see [`keys`]); 0600;
+//! - `keyring.json` — key ids and their HKDF salts; 0600;
+//! - `entries.log` — an append-only log of entries; 0600.
+//!
+//! Every value is encrypted with AES-256-GCM under the active key (derived
+//! by HKDF-SHA256 from the master key and the key's salt) with a fresh
+//! random 96-bit nonce; the associated data binds the vault id, the token,
+//! the key id, the expiry and the label, so a value cannot be moved to
+//! another token or have its expiry extended, and a changed byte fails
+//! authentication instead of decrypting into garbage.
+//!
+//! ## The log
+//!
+//! Records are `len: u32 LE | crc32c(body): u32 LE | body`. A `PUT` body is
+//! `1 | token | key id | expiry | label | fingerprint? | nonce | ciphertext`;
+//! a `DEL` body is `2 | token`. At open the log is read from the start: a
+//! record cut short or failing its CRC at the very end is a torn write and
+//! is cut off; anywhere else the vault refuses to open and names the offset.
+//! Appends are buffered and synced by [`Vault::sweep`] (once a second in
+//! the coat check gear) and [`Vault::sync`]: a crash loses at most the
+//! entries parked since the last sync, whose messages had not left the Rack
+//! yet (see `docs/adr/0005-coat-check.md`). When the log grows past
+//! [`COMPACT_AT`] bytes and three times its live entries it is rewritten
+//! (temporary file, fsync, rename).
+//!
+//! ## Capacity
+//!
+//! [`ParkOptions::max_entries`] bounds the entries; when the vault is full a
+//! park either fails ([`WhenFull::Reject`], the default: the message goes to
+//! the gear's `error` port, its card data never in clear on the way on) or
+//! evicts the entry closest to expiry ([`WhenFull::EvictOldest`]), reported
+//! like an expiry.
+
+pub mod keys;
+pub mod token;
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+use aes_gcm::aead::{Aead as _, Payload};
+
+use crate::keys::{DataKey, Keyring, Secret};
+
+pub use keys::{KeyEntry, MASTER_KEY_ENV, MASTER_KEY_FILE_ENV};
+
+/// Removals kept for [`Vault::take_removed`] at most.
+pub const MAX_REMOVED: usize = 100_000;
+
+/// Log size from which the vault compacts it (when mostly dead records).
+pub const COMPACT_AT: u64 = 8 << 20;
+
+const LOG: &str = "entries.log";
+const PUT: u8 = 1;
+const DEL: u8 = 2;
+const SEAL_MAGIC: &[u8; 4] = b"FRS1";
+
+/// Why a vault operation failed. Messages never contain values, tokens or
+/// keys.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VaultError {
+    /// A file operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What the vault was doing.
+        context: String,
+        /// The failure.
+        source: std::io::Error,
+    },
+    /// The master key or the keyring is missing or unusable.
+    #[error("vault key: {0}")]
+    Key(String),
+    /// The operating system gave no random bytes.
+    #[error("no random bytes: {0}")]
+    Random(String),
+    /// The vault holds its maximum of entries (policy `reject`).
+    #[error("vault full ({0} entries)")]
+    Full(usize),
+    /// No entry has this token (never parked here, or expired and swept).
+    #[error("unknown token")]
+    Unknown,
+    /// The entry's time to live is over.
+    #[error("token expired")]
+    Expired,
+    /// The entry's key was retired: the value is gone for good.
+    #[error("token's key {0} was retired")]
+    KeyRetired(u32),
+    /// The stored bytes fail authentication: they were changed.
+    #[error("vault entry failed authentication (tampered or corrupt)")]
+    Tampered,
+    /// The log is damaged before its end.
+    #[error("vault log {path} is corrupt at byte {offset}: {reason}")]
+    Corrupt {
+        /// The log file.
+        path: PathBuf,
+        /// Offset of the bad record.
+        offset: u64,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// No format-preserving token was free after [`token::MAX_ATTEMPTS`].
+    #[error("no free format-preserving token")]
+    NoToken,
+    /// An earlier write failed; nothing more is parked until reopened.
+    #[error("vault stopped after a write failure: {0}")]
+    Poisoned(String),
+}
+
+impl VaultError {
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> VaultError {
+        VaultError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// What a park does when the vault is full.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WhenFull {
+    /// The park fails.
+    #[default]
+    Reject,
+    /// The entry closest to expiry is removed (and reported as evicted).
+    EvictOldest,
+}
+
+/// How to park one value.
+#[derive(Debug, Clone)]
+pub struct ParkOptions<'a> {
+    /// How long the entry lives.
+    pub ttl: Duration,
+    /// Give a format-preserving token when the value is a PAN of 13 to 19
+    /// digits (`pan` holds its digits); an opaque one otherwise.
+    pub format_preserving: Option<&'a str>,
+    /// What the value is (e.g. the field path): kept with the entry and in
+    /// expiry events; never a value.
+    pub label: &'a str,
+    /// The most entries the vault may hold.
+    pub max_entries: usize,
+    /// What happens when it is full.
+    pub when_full: WhenFull,
+}
+
+/// Why an entry left the vault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// Its time to live ended.
+    Expired,
+    /// Its key was retired.
+    KeyRetired,
+    /// The vault was full (policy `evict_oldest`).
+    Evicted,
+}
+
+impl Removal {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Removal::Expired => "expired",
+            Removal::KeyRetired => "key_retired",
+            Removal::Evicted => "evicted",
+        }
+    }
+}
+
+/// An entry that left the vault (an expiry event).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removed {
+    /// The token it was parked under.
+    pub token: String,
+    /// Its label.
+    pub label: String,
+    /// The key it was encrypted under.
+    pub key_id: u32,
+    /// When it expired(s), Unix ns.
+    pub expires_ns: u64,
+    /// Why it left.
+    pub reason: Removal,
+}
+
+#[derive(Debug)]
+struct Entry {
+    key_id: u32,
+    expires_ns: u64,
+    label: String,
+    fingerprint: Option<[u8; 32]>,
+    nonce: [u8; 12],
+    ct: Vec<u8>,
+}
+
+impl Entry {
+    fn record_len(&self, token: &str) -> u64 {
+        (8 + 1 + 1 + token.len() + 4 + 8 + 1 + self.label.len() + 1 + 32 + 12 + self.ct.len())
+            as u64
+    }
+}
+
+struct Inner {
+    master: Secret,
+    keyring: Keyring,
+    keys: HashMap<u32, DataKey>,
+    vault_id: [u8; 16],
+    entries: HashMap<String, Entry>,
+    by_expiry: BTreeSet<(u64, String)>,
+    log: BufWriter<File>,
+    log_bytes: u64,
+    live_bytes: u64,
+    removed: Vec<Removed>,
+    poisoned: Option<String>,
+}
+
+/// A vault (see the crate docs). Cheap to share: every operation takes a
+/// short lock.
+pub struct Vault {
+    dir: PathBuf,
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Current time, Unix ns.
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+fn aad(vault_id: &[u8; 16], token: &str, e: &Entry) -> Vec<u8> {
+    let mut a = Vec::with_capacity(64 + token.len() + e.label.len());
+    a.extend_from_slice(b"fluxrig-vault-v1\0");
+    a.extend_from_slice(vault_id);
+    push_short(&mut a, token.as_bytes());
+    a.extend_from_slice(&e.key_id.to_be_bytes());
+    a.extend_from_slice(&e.expires_ns.to_be_bytes());
+    push_short(&mut a, e.label.as_bytes());
+    if let Some(fp) = &e.fingerprint {
+        a.extend_from_slice(fp);
+    }
+    a
+}
+
+fn push_short(out: &mut Vec<u8>, b: &[u8]) {
+    out.push(u8::try_from(b.len()).unwrap_or(u8::MAX));
+    out.extend_from_slice(&b[..b.len().min(255)]);
+}
+
+fn frame(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + body.len());
+    out.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+fn put_body(token: &str, e: &Entry) -> Vec<u8> {
+    let mut b = Vec::with_capacity(usize::try_from(e.record_len(token)).unwrap_or(0));
+    b.push(PUT);
+    push_short(&mut b, token.as_bytes());
+    b.extend_from_slice(&e.key_id.to_be_bytes());
+    b.extend_from_slice(&e.expires_ns.to_be_bytes());
+    push_short(&mut b, e.label.as_bytes());
+    match &e.fingerprint {
+        Some(fp) => {
+            b.push(1);
+            b.extend_from_slice(fp);
+        }
+        None => b.push(0),
+    }
+    b.extend_from_slice(&e.nonce);
+    b.extend_from_slice(&e.ct);
+    b
+}
+
+fn del_body(token: &str) -> Vec<u8> {
+    let mut b = vec![DEL];
+    push_short(&mut b, token.as_bytes());
+    b
+}
+
+/// A parsed log record.
+enum Record {
+    Put(String, Entry),
+    Del(String),
+}
+
+struct Cursor<'a>(&'a [u8]);
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (h, t) = self.0.split_at(n);
+        self.0 = t;
+        Some(h)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+    fn short(&mut self) -> Option<String> {
+        let n = usize::from(self.u8()?);
+        String::from_utf8(self.take(n)?.to_vec()).ok()
+    }
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        self.take(N)?.try_into().ok()
+    }
+}
+
+fn parse(body: &[u8]) -> Option<Record> {
+    let mut c = Cursor(body);
+    match c.u8()? {
+        PUT => {
+            let token = c.short()?;
+            let key_id = u32::from_be_bytes(c.array()?);
+            let expires_ns = u64::from_be_bytes(c.array()?);
+            let label = c.short()?;
+            let fingerprint = match c.u8()? {
+                0 => None,
+                1 => Some(c.array()?),
+                _ => return None,
+            };
+            let nonce = c.array()?;
+            let ct = c.0.to_vec();
+            Some(Record::Put(
+                token,
+                Entry {
+                    key_id,
+                    expires_ns,
+                    label,
+                    fingerprint,
+                    nonce,
+                    ct,
+                },
+            ))
+        }
+        DEL => {
+            let token = c.short()?;
+            c.0.is_empty().then_some(Record::Del(token))
+        }
+        _ => None,
+    }
+}
+
+fn open_private_append(path: &Path) -> std::io::Result<File> {
+    let mut opts = OpenOptions::new();
+    opts.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.mode(0o600);
+    }
+    opts.open(path)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+static SHARED: Mutex<Vec<(PathBuf, Weak<Vault>)>> = Mutex::new(Vec::new());
+
+impl Vault {
+    /// The vault of a Rack data directory (`<data>/vault/`), shared by every
+    /// user in this process (the coat check gears and the Rack's journal).
+    pub fn shared(data_dir: &Path) -> Result<Arc<Vault>, VaultError> {
+        let dir = data_dir.join("vault");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| VaultError::io(format!("creating {}", dir.display()), e))?;
+        let key = dir.canonicalize().unwrap_or_else(|_| dir.clone());
+        let mut shared = lock(&SHARED);
+        shared.retain(|(_, w)| w.strong_count() > 0);
+        if let Some(v) = shared
+            .iter()
+            .find(|(p, _)| *p == key)
+            .and_then(|(_, w)| w.upgrade())
+        {
+            return Ok(v);
+        }
+        let v = Arc::new(Vault::open(&dir)?);
+        shared.push((key, Arc::downgrade(&v)));
+        Ok(v)
+    }
+
+    /// Opens (creates) the vault in directory `dir`. Entries that expired
+    /// while it was closed are reported by the next [`Vault::sweep`].
+    pub fn open(dir: &Path) -> Result<Vault, VaultError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| VaultError::io(format!("creating {}", dir.display()), e))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        }
+        let master = keys::load_master(dir)?;
+        let keyring = Keyring::load_or_create(dir)?;
+        let keys = keyring.derive(&master)?.into_iter().collect();
+        let vault_id = keyring.vault_id();
+        let path = dir.join(LOG);
+        let (entries, log_bytes) = Vault::replay(&path)?;
+        let log = open_private_append(&path)
+            .map_err(|e| VaultError::io(format!("opening {}", path.display()), e))?;
+        let mut inner = Inner {
+            master,
+            keyring,
+            keys,
+            vault_id,
+            entries: HashMap::new(),
+            by_expiry: BTreeSet::new(),
+            log: BufWriter::with_capacity(64 * 1024, log),
+            log_bytes,
+            live_bytes: 0,
+            removed: Vec::new(),
+            poisoned: None,
+        };
+        // Entries that expired while the vault was closed stay until the
+        // next sweep removes and reports them.
+        for (token, e) in entries {
+            inner.insert(token, e);
+        }
+        Ok(Vault {
+            dir: dir.to_path_buf(),
+            inner: Mutex::new(inner),
+        })
+    }
+
+    /// Reads the log: the live entries and the length kept.
+    fn replay(path: &Path) -> Result<(HashMap<String, Entry>, u64), VaultError> {
+        let mut bytes = Vec::new();
+        match File::open(path) {
+            Ok(mut f) => {
+                f.read_to_end(&mut bytes)
+                    .map_err(|e| VaultError::io(format!("reading {}", path.display()), e))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(VaultError::io(format!("reading {}", path.display()), e)),
+        }
+        let mut entries = HashMap::new();
+        let mut at = 0_usize;
+        let corrupt = |offset: usize, reason| VaultError::Corrupt {
+            path: path.to_path_buf(),
+            offset: offset as u64,
+            reason,
+        };
+        while at < bytes.len() {
+            let rest = &bytes[at..];
+            let torn = |reason| -> Result<Option<()>, VaultError> { Err(corrupt(at, reason)) };
+            if rest.len() < 8 {
+                break; // torn header
+            }
+            let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+            let crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
+            if rest.len() < 8 + len {
+                break; // torn body
+            }
+            let body = &rest[8..8 + len];
+            if crc32c::crc32c(body) != crc {
+                if rest.len() == 8 + len {
+                    break; // the last record, torn in place
+                }
+                torn("checksum mismatch")?;
+            }
+            match parse(body) {
+                Some(Record::Put(t, e)) => {
+                    entries.insert(t, e);
+                }
+                Some(Record::Del(t)) => {
+                    entries.remove(&t);
+                }
+                None => {
+                    torn("unreadable record")?;
+                }
+            }
+            at += 8 + len;
+        }
+        if at < bytes.len() {
+            tracing::warn!(path = %path.display(), offset = at, bytes = bytes.len() - at, "vault log: cut off a torn tail");
+            let f = OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(|e| VaultError::io(format!("opening {}", path.display()), e))?;
+            f.set_len(at as u64)
+                .and_then(|()| f.sync_all())
+                .map_err(|e| VaultError::io(format!("truncating {}", path.display()), e))?;
+        }
+        Ok((entries, at as u64))
+    }
+
+    /// The vault's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Entries held (expired ones not yet swept included).
+    pub fn len(&self) -> usize {
+        lock(&self.inner).entries.len()
+    }
+
+    /// True when no entry is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The id of the key new entries are encrypted under.
+    pub fn active_key(&self) -> u32 {
+        lock(&self.inner).keyring.active
+    }
+
+    /// True when `token` names an entry (a value that is already a token).
+    pub fn contains(&self, token: &str) -> bool {
+        lock(&self.inner).entries.contains_key(token)
+    }
+
+    /// Parks `value`; returns its token.
+    pub fn park(
+        &self,
+        value: &[u8],
+        opts: &ParkOptions<'_>,
+        now_ns: u64,
+    ) -> Result<String, VaultError> {
+        let mut g = lock(&self.inner);
+        if let Some(p) = &g.poisoned {
+            return Err(VaultError::Poisoned(p.clone()));
+        }
+        let active = g.keyring.active;
+        let ttl = u64::try_from(opts.ttl.as_nanos()).unwrap_or(u64::MAX);
+        let expires_ns = now_ns.saturating_add(ttl);
+        let (token, fingerprint) = match opts
+            .format_preserving
+            .filter(|p| token::fits_format_preserving(p))
+        {
+            Some(pan) => {
+                let key = g.keys.get(&active).ok_or(VaultError::KeyRetired(active))?;
+                let fp = token::fingerprint(&key.fingerprint, value);
+                let mut found = None;
+                for attempt in 0..token::MAX_ATTEMPTS {
+                    let t = token::format_preserving(&key.token, pan, attempt);
+                    if t == pan {
+                        continue;
+                    }
+                    match g.entries.get(&t) {
+                        None => {
+                            found = Some(t);
+                            break;
+                        }
+                        // The same value under the same key: refresh it.
+                        Some(e) if e.key_id == active && e.fingerprint == Some(fp) => {
+                            found = Some(t);
+                            break;
+                        }
+                        Some(_) => {}
+                    }
+                }
+                (found.ok_or(VaultError::NoToken)?, Some(fp))
+            }
+            None => (token::opaque(&keys::random::<16>()?), None),
+        };
+        let existing = g.entries.get(&token).map(|e| e.expires_ns);
+        if existing.is_none() && g.entries.len() >= opts.max_entries {
+            match opts.when_full {
+                WhenFull::Reject => return Err(VaultError::Full(opts.max_entries)),
+                WhenFull::EvictOldest => {
+                    if let Some((_, t)) = g.by_expiry.iter().next().cloned() {
+                        g.remove(&t, Removal::Evicted)?;
+                    }
+                }
+            }
+        }
+        let mut e = Entry {
+            key_id: active,
+            expires_ns: expires_ns.max(existing.unwrap_or(0)),
+            label: opts.label.chars().take(255).collect(),
+            fingerprint,
+            nonce: keys::random::<12>()?,
+            ct: Vec::new(),
+        };
+        let key = g.keys.get(&active).ok_or(VaultError::KeyRetired(active))?;
+        let a = aad(&g.vault_id, &token, &e);
+        e.ct = key
+            .aead
+            .encrypt(
+                &e.nonce.into(),
+                Payload {
+                    msg: value,
+                    aad: &a,
+                },
+            )
+            .map_err(|_| VaultError::Tampered)?;
+        g.append(&frame(&put_body(&token, &e)))?;
+        g.insert(token.clone(), e);
+        Ok(token)
+    }
+
+    /// The value parked under `token`.
+    pub fn restore(&self, token: &str, now_ns: u64) -> Result<Vec<u8>, VaultError> {
+        let g = lock(&self.inner);
+        let e = g.entries.get(token).ok_or(VaultError::Unknown)?;
+        if e.expires_ns <= now_ns {
+            return Err(VaultError::Expired);
+        }
+        let key = g
+            .keys
+            .get(&e.key_id)
+            .ok_or(VaultError::KeyRetired(e.key_id))?;
+        let a = aad(&g.vault_id, token, e);
+        key.aead
+            .decrypt(
+                &e.nonce.into(),
+                Payload {
+                    msg: &e.ct,
+                    aad: &a,
+                },
+            )
+            .map_err(|_| VaultError::Tampered)
+    }
+
+    /// Housekeeping, about once a second: picks up a changed keyring
+    /// (rotation, retirement), removes expired entries and entries whose
+    /// key was retired, syncs the log, compacts it when due. What it removed
+    /// (and what evictions removed) is collected for [`Vault::take_removed`].
+    pub fn sweep(&self, now_ns: u64) -> Result<(), VaultError> {
+        let mut g = lock(&self.inner);
+        self.reload_keyring(&mut g);
+        let mut gone: Vec<(String, Removal)> = g
+            .by_expiry
+            .iter()
+            .take_while(|(exp, _)| *exp <= now_ns)
+            .map(|(_, t)| (t.clone(), Removal::Expired))
+            .collect();
+        let retired: Vec<String> = g
+            .entries
+            .iter()
+            .filter(|(_, e)| !g.keys.contains_key(&e.key_id) && e.expires_ns > now_ns)
+            .map(|(t, _)| t.clone())
+            .collect();
+        gone.extend(retired.into_iter().map(|t| (t, Removal::KeyRetired)));
+        for (t, why) in gone {
+            g.remove(&t, why)?;
+        }
+        if g.log_bytes > COMPACT_AT && g.log_bytes > 3 * g.live_bytes {
+            self.compact(&mut g)?;
+        }
+        // The fsync runs without the lock: parks and restores go on meanwhile.
+        let file = g.flushed_file()?;
+        drop(g);
+        if let Err(e) = file.sync_data() {
+            return Err(lock(&self.inner).poison("syncing the vault log", e));
+        }
+        Ok(())
+    }
+
+    /// Takes the removals of entries whose label starts with `prefix` (each
+    /// is reported once). At most [`MAX_REMOVED`] wait; older ones are
+    /// dropped (counted in a warning).
+    pub fn take_removed(&self, prefix: &str) -> Vec<Removed> {
+        let mut g = lock(&self.inner);
+        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut g.removed)
+            .into_iter()
+            .partition(|r| r.label.starts_with(prefix));
+        g.removed = rest;
+        mine
+    }
+
+    /// Makes every parked entry durable.
+    pub fn sync(&self) -> Result<(), VaultError> {
+        lock(&self.inner).sync()
+    }
+
+    fn reload_keyring(&self, g: &mut Inner) {
+        match Keyring::load(&self.dir) {
+            Ok(Some(k)) if k != g.keyring => {
+                if k.vault_id != g.keyring.vault_id {
+                    tracing::error!(dir = %self.dir.display(), "vault keyring replaced by another vault's; ignored");
+                    return;
+                }
+                match k.derive(&g.master) {
+                    Ok(keys) => {
+                        tracing::info!(active = k.active, "vault keyring changed");
+                        g.keys = keys.into_iter().collect();
+                        g.keyring = k;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "vault keyring unusable; keeping the previous one");
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "vault keyring unreadable; keeping the previous one");
+            }
+        }
+    }
+
+    fn compact(&self, g: &mut Inner) -> Result<(), VaultError> {
+        let path = self.dir.join(LOG);
+        let tmp = self.dir.join("entries.log.tmp");
+        let ctx = |e| VaultError::io(format!("compacting {}", path.display()), e);
+        let mut out = Vec::with_capacity(usize::try_from(g.live_bytes).unwrap_or(0));
+        for (t, e) in &g.entries {
+            out.extend_from_slice(&frame(&put_body(t, e)));
+        }
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = open_private_append(&tmp).map_err(ctx)?;
+        f.write_all(&out).and_then(|()| f.sync_all()).map_err(ctx)?;
+        std::fs::rename(&tmp, &path).map_err(ctx)?;
+        keys::sync_dir(&self.dir);
+        g.log = BufWriter::with_capacity(64 * 1024, open_private_append(&path).map_err(ctx)?);
+        g.log_bytes = out.len() as u64;
+        tracing::debug!(
+            entries = g.entries.len(),
+            bytes = out.len(),
+            "vault log compacted"
+        );
+        Ok(())
+    }
+
+    /// Encrypts `plaintext` under the active key, bound to `aad` (for data
+    /// kept elsewhere: the Rack seals raw ISO 8583 frames before its
+    /// write-ahead log). Layout: `FRS1 | key id | nonce | ciphertext+tag`.
+    pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, VaultError> {
+        let g = lock(&self.inner);
+        let id = g.keyring.active;
+        let key = g.keys.get(&id).ok_or(VaultError::KeyRetired(id))?;
+        let nonce = keys::random::<12>()?;
+        let a = seal_aad(&g.vault_id, aad);
+        let ct = key
+            .aead
+            .encrypt(
+                &nonce.into(),
+                Payload {
+                    msg: plaintext,
+                    aad: &a,
+                },
+            )
+            .map_err(|_| VaultError::Tampered)?;
+        let mut out = Vec::with_capacity(4 + 4 + 12 + ct.len());
+        out.extend_from_slice(SEAL_MAGIC);
+        out.extend_from_slice(&id.to_be_bytes());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        Ok(out)
+    }
+
+    /// Decrypts what [`Vault::seal`] produced with the same `aad`.
+    pub fn unseal(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, VaultError> {
+        if sealed.len() < 20 + 16 || &sealed[..4] != SEAL_MAGIC {
+            return Err(VaultError::Tampered);
+        }
+        let id = u32::from_be_bytes([sealed[4], sealed[5], sealed[6], sealed[7]]);
+        let nonce: [u8; 12] = sealed[8..20].try_into().map_err(|_| VaultError::Tampered)?;
+        let g = lock(&self.inner);
+        let key = g.keys.get(&id).ok_or(VaultError::KeyRetired(id))?;
+        let a = seal_aad(&g.vault_id, aad);
+        key.aead
+            .decrypt(
+                &nonce.into(),
+                Payload {
+                    msg: &sealed[20..],
+                    aad: &a,
+                },
+            )
+            .map_err(|_| VaultError::Tampered)
+    }
+}
+
+/// True when `bytes` look like [`Vault::seal`] output.
+pub fn is_sealed(bytes: &[u8]) -> bool {
+    bytes.len() >= 36 && &bytes[..4] == SEAL_MAGIC
+}
+
+fn seal_aad(vault_id: &[u8; 16], aad: &[u8]) -> Vec<u8> {
+    let mut a = Vec::with_capacity(32 + aad.len());
+    a.extend_from_slice(b"fluxrig-seal-v1\0");
+    a.extend_from_slice(vault_id);
+    a.extend_from_slice(aad);
+    a
+}
+
+impl Inner {
+    fn insert(&mut self, token: String, e: Entry) {
+        if let Some(old) = self.entries.get(&token) {
+            self.by_expiry.remove(&(old.expires_ns, token.clone()));
+            self.live_bytes = self.live_bytes.saturating_sub(old.record_len(&token));
+        }
+        self.by_expiry.insert((e.expires_ns, token.clone()));
+        self.live_bytes += e.record_len(&token);
+        self.entries.insert(token, e);
+    }
+
+    fn remove(&mut self, token: &str, why: Removal) -> Result<(), VaultError> {
+        let Some(e) = self.entries.remove(token) else {
+            return Ok(());
+        };
+        self.by_expiry.remove(&(e.expires_ns, token.to_owned()));
+        self.live_bytes = self.live_bytes.saturating_sub(e.record_len(token));
+        if self.removed.len() >= MAX_REMOVED {
+            let n = self.removed.len() / 2;
+            self.removed.drain(..n);
+            tracing::warn!(dropped = n, "vault removals nobody took; oldest dropped");
+        }
+        self.removed.push(Removed {
+            token: token.to_owned(),
+            label: e.label,
+            key_id: e.key_id,
+            expires_ns: e.expires_ns,
+            reason: why,
+        });
+        self.append(&frame(&del_body(token)))
+    }
+
+    fn append(&mut self, rec: &[u8]) -> Result<(), VaultError> {
+        if let Some(p) = &self.poisoned {
+            return Err(VaultError::Poisoned(p.clone()));
+        }
+        match self.log.write_all(rec) {
+            Ok(()) => {
+                self.log_bytes += rec.len() as u64;
+                Ok(())
+            }
+            Err(e) => Err(self.poison("appending to the vault log", e)),
+        }
+    }
+
+    /// Flushes the buffer; a handle to the log file to sync.
+    fn flushed_file(&mut self) -> Result<File, VaultError> {
+        if let Some(p) = &self.poisoned {
+            return Err(VaultError::Poisoned(p.clone()));
+        }
+        match self
+            .log
+            .flush()
+            .and_then(|()| self.log.get_ref().try_clone())
+        {
+            Ok(f) => Ok(f),
+            Err(e) => Err(self.poison("flushing the vault log", e)),
+        }
+    }
+
+    fn sync(&mut self) -> Result<(), VaultError> {
+        if let Some(p) = &self.poisoned {
+            return Err(VaultError::Poisoned(p.clone()));
+        }
+        // A failed sync is never retried and then trusted: poison.
+        match self
+            .log
+            .flush()
+            .and_then(|()| self.log.get_ref().sync_data())
+        {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.poison("syncing the vault log", e)),
+        }
+    }
+
+    fn poison(&mut self, what: &str, e: std::io::Error) -> VaultError {
+        let reason = format!("{what}: {e}");
+        tracing::error!(error = %reason, "vault stopped parking");
+        self.poisoned = Some(reason);
+        VaultError::io(what, e)
+    }
+}
