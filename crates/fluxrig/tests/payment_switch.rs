@@ -639,27 +639,12 @@ fn a_restarted_issuer_gets_the_reversals_queued_while_it_was_down() {
             "      timeout: 2s\n      reversal_retry: 200ms\n",
         )
     });
-    let terminal = Command::new(python())
-        .arg(root().join("tests/python/switch_terminal.py"))
-        .args(["127.0.0.1", &sw.port.to_string(), "silent"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
     let at_a = |log: &[Json], mti: &str| {
         log.iter()
             .filter(|l| l["mti"] == mti && l["stan"] == "000777")
             .count()
     };
-    wait_until("the request at A", Duration::from_secs(20), || {
-        at_a(&sw.received(0), "0100") == 1
-    });
-    drop(sw.issuers[0].take()); // kill -9 issuer A
-    let out = terminal.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    silent_request_then_kill(sw.port, &sw.logs[0], sw.issuers[0].take().unwrap());
     std::thread::sleep(Duration::from_secs(1));
 
     // A returns: the queued reversal arrives as a repeat and is acknowledged.
@@ -676,6 +661,30 @@ fn a_restarted_issuer_gets_the_reversals_queued_while_it_was_down() {
         at_a(&sw.received(0), "0421"),
         repeats,
         "repeated after its 0430"
+    );
+}
+
+/// The `silent` terminal's request (STAN 000777) through the switch on
+/// `port`: once the issuer logging to `log` has it, the issuer is killed
+/// (`-9`); the terminal must still get its 91 from the switch.
+fn silent_request_then_kill(port: u16, log: &Path, issuer: ChildGuard) {
+    let terminal = Command::new(python())
+        .arg(root().join("tests/python/switch_terminal.py"))
+        .args(["127.0.0.1", &port.to_string(), "silent"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the request at the issuer", Duration::from_secs(20), || {
+        log_lines(log)
+            .iter()
+            .any(|l| l["mti"] == "0100" && l["stan"] == "000777")
+    });
+    drop(issuer);
+    let out = terminal.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
     );
 }
 
@@ -738,22 +747,7 @@ fn a_queued_reversal_survives_a_kill_9_of_the_rack_and_goes_out_as_0421() {
 
     // The request reaches A, which stays silent and then dies: the
     // terminal gets 91, and the reversal cannot be delivered.
-    let terminal = Command::new(python())
-        .arg(root().join("tests/python/switch_terminal.py"))
-        .args(["127.0.0.1", &port.to_string(), "silent"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_until("the request at A", Duration::from_secs(20), || {
-        at_a("0100") == 1
-    });
-    drop(a);
-    let out = terminal.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    silent_request_then_kill(port, &logs[0], a);
     // A few repeats fail against the dead issuer; then the Rack is killed.
     std::thread::sleep(Duration::from_secs(1));
     drop(rack);
