@@ -14,7 +14,7 @@
 //! attempt number, as it does when a token would equal the PAN itself;
 //! after [`MAX_ATTEMPTS`] the park fails rather than risk a wrong restore.
 
-use hmac::{Hmac, KeyInit as _, Mac as _};
+use hmac::{Hmac, KeyInit, Mac as _};
 use sha2::Sha256;
 
 use crate::keys::Secret;
@@ -71,10 +71,19 @@ fn luhn_digit(d: u32, pos_from_right: usize) -> u32 {
 
 /// The format-preserving token of `pan` (13..=19 digits, checked by the
 /// caller) for `attempt`.
+/// HMAC-SHA256 under `key`. A key shorter than the hash's 64-byte block is
+/// zero-padded to it (RFC 2104, §2), so this is exactly HMAC with the
+/// 32-byte key, built without a fallible constructor.
+fn keyed(key: &Secret) -> Hmac<Sha256> {
+    let mut block = [0_u8; 64];
+    block[..32].copy_from_slice(&key.0);
+    <Hmac<Sha256> as KeyInit>::new(&block.into())
+}
+
 pub(crate) fn format_preserving(key: &Secret, pan: &str, attempt: u32) -> String {
     let b = pan.as_bytes();
     let n = b.len();
-    let mut mac = <Hmac<Sha256>>::new_from_slice(&key.0).expect("HMAC takes keys of any length");
+    let mut mac = keyed(key);
     mac.update(b);
     mac.update(&attempt.to_be_bytes());
     let tag = mac.finalize().into_bytes();
@@ -101,16 +110,27 @@ pub(crate) fn format_preserving(key: &Secret, pan: &str, attempt: u32) -> String
 
 /// Keyed fingerprint of a value (to recognise it without decrypting).
 pub(crate) fn fingerprint(key: &Secret, value: &[u8]) -> [u8; 32] {
-    let mut mac = <Hmac<Sha256>>::new_from_slice(&key.0).expect("HMAC takes keys of any length");
+    let mut mac = keyed(key);
     mac.update(value);
     mac.finalize().into_bytes().into()
 }
 
 #[cfg(test)]
 mod tests {
+
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn keyed_is_hmac_with_the_32_byte_key() {
+        let key = Secret([7; 32]);
+        let mut a = keyed(&key);
+        let mut b = <Hmac<Sha256>>::new_from_slice(&key.0).unwrap();
+        a.update(b"4111111111111111");
+        b.update(b"4111111111111111");
+        assert_eq!(a.finalize().into_bytes(), b.finalize().into_bytes());
+    }
 
     #[test]
     fn luhn_known_values() {
