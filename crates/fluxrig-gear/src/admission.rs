@@ -79,7 +79,7 @@ impl Admission {
     /// `Ok` when a new message may enter; otherwise the name of a closed
     /// gate's gear (the refusal is counted on that gate).
     pub fn check(&self) -> Result<(), Arc<str>> {
-        let gates = Arc::clone(&self.gates.read().unwrap_or_else(PoisonError::into_inner));
+        let gates = self.gates.read().unwrap_or_else(PoisonError::into_inner);
         match gates.iter().find(|g| g.is_closed()) {
             None => Ok(()),
             Some(g) => {

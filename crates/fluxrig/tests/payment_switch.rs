@@ -98,19 +98,7 @@ impl Switch {
         let file = dir.path().join("switch.yaml");
         std::fs::write(&file, scenario).unwrap();
         let rack_log = dir.path().join("rack.log");
-        let rack = fluxrig()
-            .arg("run")
-            .arg(&file)
-            .arg("--data")
-            .arg(dir.path().join("data"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&rack_log).unwrap())
-            .spawn()
-            .unwrap();
-        let rack = ChildGuard(rack);
-        wait_until("the switch to listen", Duration::from_secs(30), || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
+        let rack = run_rack(&file, &dir.path().join("data"), &rack_log, port);
         // Both pooled connections of each issuer have signed on (0800).
         for log in &logs {
             wait_until("issuer sign-ons", Duration::from_secs(30), || {
@@ -459,20 +447,12 @@ wires:
     );
     std::fs::write(d.join("issuer.yaml"), issuer).unwrap();
     let issuer_log = d.join("issuer.log");
-    let _issuer = ChildGuard(
-        fluxrig()
-            .arg("run")
-            .arg(d.join("issuer.yaml"))
-            .arg("--data")
-            .arg(d.join("issuer-data"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&issuer_log).unwrap())
-            .spawn()
-            .unwrap(),
+    let _issuer = run_rack(
+        &d.join("issuer.yaml"),
+        &d.join("issuer-data"),
+        &issuer_log,
+        issuer_port,
     );
-    wait_until("the TLS issuer", Duration::from_secs(30), || {
-        TcpStream::connect(("127.0.0.1", issuer_port)).is_ok()
-    });
 
     // A client without a certificate is refused.
     let refused = Command::new(python())
@@ -510,16 +490,11 @@ wires:
         .replace("127.0.0.1:9584", &format!("127.0.0.1:{}", free_port()));
     std::fs::write(d.join("switch.yaml"), scenario).unwrap();
     let rack_log = d.join("switch.log");
-    let _rack = ChildGuard(
-        fluxrig()
-            .arg("run")
-            .arg(d.join("switch.yaml"))
-            .arg("--data")
-            .arg(d.join("switch-data"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&rack_log).unwrap())
-            .spawn()
-            .unwrap(),
+    let _rack = run_rack(
+        &d.join("switch.yaml"),
+        &d.join("switch-data"),
+        &rack_log,
+        port,
     );
     wait_until(
         "the switch's TLS connections",

@@ -507,6 +507,20 @@ struct Counts {
     late: u64,
 }
 
+impl Counts {
+    /// Adds another connection's counts.
+    fn add(&mut self, k: &Counts) {
+        self.sent += k.sent;
+        self.received += k.received;
+        self.approved += k.approved;
+        self.declined += k.declined;
+        self.timeouts += k.timeouts;
+        self.errors += k.errors;
+        self.mismatches += k.mismatches;
+        self.late += k.late;
+    }
+}
+
 pub(crate) struct Report {
     counts: Counts,
     hist: Histogram<u64>,
@@ -641,14 +655,7 @@ pub(crate) async fn load(spec: Arc<Spec>, cfg: LoadConfig) -> Result<Report, Fai
             |e| std::mem::take(&mut *e.into_inner()),
             |mut g| std::mem::take(&mut *g),
         );
-        counts.sent += k.sent;
-        counts.received += k.received;
-        counts.approved += k.approved;
-        counts.declined += k.declined;
-        counts.timeouts += k.timeouts;
-        counts.errors += k.errors;
-        counts.mismatches += k.mismatches;
-        counts.late += k.late;
+        counts.add(&k);
         if let Ok(h) = c.hist.lock() {
             let _ = hist.add(&*h);
         }
@@ -668,12 +675,7 @@ fn live_line(conns: &[Arc<Conn>], elapsed: Duration) {
     let mut hist = new_hist();
     for conn in conns {
         if let Ok(k) = conn.counts.lock() {
-            c.sent += k.sent;
-            c.received += k.received;
-            c.approved += k.approved;
-            c.declined += k.declined;
-            c.timeouts += k.timeouts;
-            c.mismatches += k.mismatches;
+            c.add(&k);
         }
         if let Ok(h) = conn.hist.lock() {
             let _ = hist.add(&*h);
