@@ -4,7 +4,10 @@
 #   off          no metrics listener, admin endpoint off, nobody tailing;
 #   metrics      --metrics-listen scraped every 100 ms, admin endpoint on;
 #   metrics+tail the same plus `fluxrig tail enrich.out` taking a masked
-#                JSON copy of every message enrich emits.
+#                JSON copy of every message enrich emits;
+#   otlp         full OTLP export to a local receiver (examples/otlp_sink.rs):
+#                a span for every hop of every message (--trace-sample 1),
+#                metrics every second, plus the metrics listener scraped.
 # ROUNDS rounds of N messages each; wall time of the whole process.
 #
 # Usage: crates/fluxrig-bench/scripts/telemetry_overhead.sh   (from the repository root)
@@ -19,6 +22,10 @@ export DUCKDB_LIB_DIR=${DUCKDB_LIB_DIR:-$HOME/.cache/fluxrig/duckdb-1.5.6}
 if [ -z "${FLUXRIG:-}" ]; then
   cargo build -q --release -p fluxrig
   FLUXRIG=${CARGO_TARGET_DIR:-target}/release/fluxrig
+fi
+if [ -z "${OTLP_SINK:-}" ]; then
+  cargo build -q --release -p fluxrig-bench --example otlp_sink
+  OTLP_SINK=${CARGO_TARGET_DIR:-target}/release/examples/otlp_sink
 fi
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -43,13 +50,21 @@ uptime
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 
+otlp_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$OTLP_SINK" "127.0.0.1:$otlp_port" > "$work/otlp_sink.out" &
+sink=$!
+
 # One run with telemetry on: metrics scraped every $1 s; with $2 = tail,
-# `fluxrig tail` takes every message enrich emits. Prints msg/s.
+# `fluxrig tail` takes every message enrich emits; with $2 = otlp, spans
+# and metrics go to the local OTLP receiver. Prints msg/s.
 on() {
-  local data=$work/on-$RANDOM$RANDOM t0 t1 rack tail= scrapes=0
+  local data=$work/on-$RANDOM$RANDOM t0 t1 rack tail= scrapes=0 otlp=()
+  if [ "$2" = otlp ]; then
+    otlp=(--otlp-endpoint "http://127.0.0.1:$otlp_port" --otlp-interval 1s --trace-sample 1)
+  fi
   t0=$(now)
   FLUXRIG_LOG=warn "$FLUXRIG" run "$work/s.yaml" --data "$data" --quiet \
-    --metrics-listen "127.0.0.1:$port" &
+    --metrics-listen "127.0.0.1:$port" "${otlp[@]}" &
   rack=$!
   if [ "$2" = tail ]; then
     while [ ! -f "$data/admin.addr" ] && kill -0 $rack 2>/dev/null; do sleep 0.002; done
@@ -76,5 +91,9 @@ for i in $(seq "$ROUNDS"); do
   off=$(rate "$t0" "$t1")
   read -r m ms < <(on 0.1 -)
   read -r t ts < <(on 0.1 tail)
-  echo "round $i: off $off | metrics $m ($(pct "$m" "$off") %, $ms scrapes) | metrics+tail $t ($(pct "$t" "$off") %, $(wc -l < "$work/tail.jsonl") tailed)"
+  read -r o os < <(on 0.1 otlp)
+  echo "round $i: off $off | metrics $m ($(pct "$m" "$off") %, $ms scrapes) | metrics+tail $t ($(pct "$t" "$off") %, $(wc -l < "$work/tail.jsonl") tailed) | otlp $o ($(pct "$o" "$off") %)"
 done
+kill -TERM $sink; wait $sink || true
+echo "== OTLP receiver totals (all otlp runs): $(cat "$work/otlp_sink.out")"
+echo "   spans expected: $((ROUNDS * N * 3)) (3 hops per message; fewer = dropped by the bounded queue, counted in fluxrig_telemetry_dropped_total)"

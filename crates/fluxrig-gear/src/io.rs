@@ -6,15 +6,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use compact_str::CompactString;
-use fluxrig_msg::{EntityId, FluxId, FluxMsg, Hop, IdGenerator};
-use fluxrig_telemetry::DeadLetterReason;
+use fluxrig_msg::{EntityId, FluxId, FluxMsg, Hop, IdGenerator, TraceContext};
+use fluxrig_telemetry::{DeadLetterReason, SAMPLED, SpanRecord, Tracer};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
-use crate::GearError;
 use crate::admission::{Admission, Gate};
 use crate::journal::{Delivery, Durable, Ingress, Journal, JournalError};
 use crate::lane::{Inbox, LaneSet};
 use crate::stats::GearStats;
+use crate::{GearError, Role};
 
 /// A message that could not be processed or delivered, with why.
 #[derive(Debug, Clone)]
@@ -62,6 +62,11 @@ pub struct RunContext {
     /// The gates downstream of this gear: a source that can refuse a
     /// request (`http_in`) checks them before it accepts one.
     pub admission: Admission,
+    /// The gear's role (sources and sinks get a span per delivery of a
+    /// message they received).
+    pub role: Role,
+    /// Where hop spans go; `None`: no spans, `trace` passes through.
+    pub tracer: Option<Arc<Tracer>>,
 }
 
 /// Handle to one of a gear's output ports (resolve it once, emit often).
@@ -110,6 +115,35 @@ pub struct Outputs {
     /// Sinks with a journal: messages received and not yet delivered or
     /// failed, oldest first, with their prepared egress record.
     outstanding: Mutex<VecDeque<(FluxId, Option<bytes::Bytes>)>>,
+    /// Sources and sinks with a tracer: spans of messages received and not
+    /// yet delivered or failed, oldest first.
+    open_spans: Mutex<VecDeque<OpenSpan>>,
+}
+
+/// The span of a message a source or sink received, closed when the gear
+/// reports the message delivered or failed.
+#[derive(Debug, Clone, Copy)]
+struct OpenSpan {
+    msg: FluxId,
+    trace: TraceContext,
+    parent: [u8; 8],
+    start_ns: u64,
+}
+
+/// At most this many deliveries are timed at once per gear; past it, the
+/// spans are counted as dropped (a gear that never reports deliveries must
+/// not grow memory).
+const MAX_OPEN_SPANS: usize = 65_536;
+
+/// How a message's hop is traced when it is emitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Span {
+    /// A hop span (kept when sampled or slow).
+    Hop,
+    /// A failed hop (always kept).
+    Failed,
+    /// No span: the hop was already recorded.
+    None,
 }
 
 /// The input half of a [`GearIo`] (see [`GearIo::split`]).
@@ -126,8 +160,10 @@ impl Input<'_> {
     pub async fn recv(&mut self) -> Option<FluxMsg> {
         loop {
             let m = self.inbox.as_mut()?.recv().await?;
+            let mut m = m;
             if self.outs.admit(&m) {
                 self.outs.ctx.stats.add_in(1);
+                self.outs.open_span(&mut m);
                 return Some(m);
             }
         }
@@ -149,6 +185,11 @@ impl Input<'_> {
             }
         }
         self.outs.ctx.stats.add_in(n as u64);
+        if self.outs.traces_deliveries() {
+            for m in &mut out[start..] {
+                self.outs.open_span(m);
+            }
+        }
         n
     }
 }
@@ -191,6 +232,7 @@ impl GearIo {
                 ports: parts.outputs,
                 ctx: parts.ctx,
                 outstanding: Mutex::new(VecDeque::new()),
+                open_spans: Mutex::new(VecDeque::new()),
             },
         }
     }
@@ -321,7 +363,7 @@ impl Outputs {
             },
         };
         self.ctx.stats.add_out(1);
-        self.deliver(port, msg).await;
+        self.deliver(port, msg, Span::Hop).await;
         Ok((id, durable))
     }
 
@@ -347,7 +389,7 @@ impl Outputs {
         }
     }
 
-    async fn deliver(&self, port: PortRef, mut msg: FluxMsg) {
+    async fn deliver(&self, port: PortRef, mut msg: FluxMsg, span: Span) {
         let out = &self.ports[port.0];
         if msg.path.len() >= MAX_PATH {
             msg.path.remove(1);
@@ -355,6 +397,9 @@ impl Outputs {
         let now = now_ns();
         if let Some(prev) = msg.path.last() {
             self.ctx.stats.record_latency(now.saturating_sub(prev.ts));
+        }
+        if span != Span::None {
+            self.hop_span(&mut msg, &out.name, now, span == Span::Failed);
         }
         msg.path.push(Hop {
             gear: self.ctx.entity,
@@ -392,6 +437,7 @@ impl Outputs {
     /// completed by every sink is not replayed after a crash).
     pub async fn delivered(&self, n: u64) -> Result<(), GearError> {
         self.ctx.stats.add_out(n);
+        self.close_spans(usize::try_from(n).unwrap_or(usize::MAX));
         let Some(j) = &self.ctx.journal else {
             return Ok(());
         };
@@ -418,6 +464,7 @@ impl Outputs {
     /// replayed: exactly once into the output.
     pub async fn delivered_at(&self, ends: &[u64]) -> Result<(), GearError> {
         self.ctx.stats.add_out(ends.len() as u64);
+        self.close_spans(ends.len());
         let Some(j) = &self.ctx.journal else {
             return Ok(());
         };
@@ -456,13 +503,21 @@ impl Outputs {
         self.ctx.stats.add_error(1);
         let reason = reason.to_string();
         self.settle_failed(msg.id).await;
+        let span = if self.close_failed_span(msg.id) {
+            Span::None
+        } else {
+            Span::Failed
+        };
         if let Some(port) = self.error
             && !self.ports[port.0].lanes.load().is_empty()
         {
             msg.meta.insert("error.reason", reason.as_str());
             msg.meta.insert("error.gear", &*self.ctx.gear);
-            self.deliver(port, msg).await;
+            self.deliver(port, msg, span).await;
             return;
+        }
+        if span == Span::Failed {
+            self.hop_span(&mut msg, "", now_ns(), true);
         }
         self.dead_letter(msg, DeadLetterReason::Failed, reason);
     }
@@ -493,8 +548,11 @@ impl Outputs {
     /// With a journal the message's completion is recorded too, without
     /// waiting (a crash before the record lands replays it), so later
     /// deliveries are not counted against it.
-    pub fn fail_now(&self, msg: FluxMsg, reason: impl fmt::Display) {
+    pub fn fail_now(&self, mut msg: FluxMsg, reason: impl fmt::Display) {
         self.ctx.stats.add_error(1);
+        if !self.close_failed_span(msg.id) {
+            self.hop_span(&mut msg, "", now_ns(), true);
+        }
         if let Some(j) = &self.ctx.journal
             && self.take_outstanding(msg.id)
         {
@@ -522,6 +580,149 @@ impl Outputs {
             .position(|(i, _)| *i == id)
             .and_then(|at| q.remove(at))
             .is_some()
+    }
+
+    /// Whether this gear times the delivery of what it receives.
+    fn traces_deliveries(&self) -> bool {
+        self.ctx.tracer.is_some() && self.ctx.role != Role::Transform
+    }
+
+    /// The trace a message continues (its own, or a new one sampled by the
+    /// tracer's ratio) and the parent span id (zero for a new trace).
+    fn continue_trace(tracer: &Tracer, msg: &FluxMsg) -> (TraceContext, [u8; 8]) {
+        if let Some(t) = msg.trace {
+            return (t, t.span_id);
+        }
+        let trace_id = tracer.new_trace_id();
+        let flags = if tracer.sampled(&trace_id) {
+            SAMPLED
+        } else {
+            0
+        };
+        let t = TraceContext {
+            trace_id,
+            span_id: [0; 8],
+            flags,
+        };
+        (t, [0; 8])
+    }
+
+    /// Records the hop of a message this gear emits (from the previous
+    /// gear's emit to now) and makes the message's trace point at it.
+    fn hop_span(&self, msg: &mut FluxMsg, port: &str, now: u64, error: bool) {
+        let Some(tracer) = &self.ctx.tracer else {
+            return;
+        };
+        let (mut trace, parent) = Self::continue_trace(tracer, msg);
+        trace.span_id = tracer.new_span_id();
+        let start_ns = msg.path.last().map_or(now, |h| h.ts.min(now));
+        msg.trace = Some(trace);
+        let sampled = trace.flags & SAMPLED != 0;
+        if sampled || error || tracer.is_slow(now - start_ns) {
+            tracer.offer(SpanRecord {
+                trace_id: trace.trace_id,
+                span_id: trace.span_id,
+                parent_span_id: parent,
+                gear: Arc::clone(&self.ctx.gear),
+                gear_type: self.ctx.gear_type,
+                port: port.into(),
+                msg_id: msg.id.get(),
+                start_ns,
+                end_ns: now,
+                error,
+            });
+        }
+    }
+
+    fn open_spans(&self) -> std::sync::MutexGuard<'_, VecDeque<OpenSpan>> {
+        self.open_spans
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A source or sink received a message: its delivery span starts (at
+    /// the previous gear's emit) and the message's trace points at it, so
+    /// what the gear sends on (an HTTP `traceparent`) names this span.
+    fn open_span(&self, msg: &mut FluxMsg) {
+        if !self.traces_deliveries() {
+            return;
+        }
+        let Some(tracer) = &self.ctx.tracer else {
+            return;
+        };
+        let (mut trace, parent) = Self::continue_trace(tracer, msg);
+        trace.span_id = tracer.new_span_id();
+        msg.trace = Some(trace);
+        let start_ns = msg.path.last().map_or_else(now_ns, |h| h.ts);
+        let mut q = self.open_spans();
+        if q.len() < MAX_OPEN_SPANS {
+            q.push_back(OpenSpan {
+                msg: msg.id,
+                trace,
+                parent,
+                start_ns,
+            });
+        } else {
+            tracer.count_dropped(1);
+        }
+    }
+
+    /// The oldest `n` received messages were delivered: their spans end.
+    fn close_spans(&self, n: usize) {
+        if !self.traces_deliveries() {
+            return;
+        }
+        let now = now_ns();
+        let done: Vec<OpenSpan> = {
+            let mut q = self.open_spans();
+            let n = n.min(q.len());
+            q.drain(..n).collect()
+        };
+        for s in done {
+            self.record_open(s, now, false);
+        }
+    }
+
+    /// A received message failed: its span ends as an error. False when
+    /// it had no open span (a transform, or no tracer).
+    fn close_failed_span(&self, id: FluxId) -> bool {
+        if !self.traces_deliveries() {
+            return false;
+        }
+        let found = {
+            let mut q = self.open_spans();
+            q.iter()
+                .position(|s| s.msg == id)
+                .and_then(|at| q.remove(at))
+        };
+        match found {
+            Some(s) => {
+                self.record_open(s, now_ns(), true);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn record_open(&self, s: OpenSpan, now: u64, error: bool) {
+        let Some(tracer) = &self.ctx.tracer else {
+            return;
+        };
+        let start_ns = s.start_ns.min(now);
+        if s.trace.flags & SAMPLED != 0 || error || tracer.is_slow(now - start_ns) {
+            tracer.offer(SpanRecord {
+                trace_id: s.trace.trace_id,
+                span_id: s.trace.span_id,
+                parent_span_id: s.parent,
+                gear: Arc::clone(&self.ctx.gear),
+                gear_type: self.ctx.gear_type,
+                port: compact_str::CompactString::const_new(""),
+                msg_id: s.msg.get(),
+                start_ns,
+                end_ns: now,
+                error,
+            });
+        }
     }
 
     fn dead_letter(&self, msg: FluxMsg, class: DeadLetterReason, reason: String) {

@@ -71,6 +71,7 @@ pub struct TestKit<'a> {
     cancel_after: Option<Duration>,
     base_dir: PathBuf,
     journal: Option<Arc<dyn crate::journal::Journal>>,
+    tracer: Option<Arc<fluxrig_telemetry::Tracer>>,
 }
 
 impl<'a> TestKit<'a> {
@@ -84,6 +85,7 @@ impl<'a> TestKit<'a> {
             cancel_after: None,
             base_dir: std::env::current_dir().unwrap_or_default(),
             journal: None,
+            tracer: None,
         }
     }
 
@@ -91,6 +93,13 @@ impl<'a> TestKit<'a> {
     #[must_use]
     pub fn journal(mut self, journal: Arc<dyn crate::journal::Journal>) -> Self {
         self.journal = Some(journal);
+        self
+    }
+
+    /// Give the gear a tracer (hop spans go to its queue).
+    #[must_use]
+    pub fn tracer(mut self, tracer: Arc<fluxrig_telemetry::Tracer>) -> Self {
+        self.tracer = Some(tracer);
         self
     }
 
@@ -198,6 +207,8 @@ impl<'a> TestKit<'a> {
             journal: self.journal.clone(),
             gate: Arc::new(crate::Gate::new(Arc::clone(&bctx.gear))),
             admission: crate::Admission::default(),
+            role: self.gear_type.role(),
+            tracer: self.tracer.clone(),
         };
         if let Some(d) = self.cancel_after {
             let c = cancel.clone();

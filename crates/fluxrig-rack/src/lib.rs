@@ -75,6 +75,9 @@ pub struct RackOptions {
     /// dead letters); `fluxrig run` installs the coat check's, which
     /// encrypts raw card frames and masks classified fields.
     pub at_rest: Option<Arc<dyn AtRest>>,
+    /// Where gears hand their hop spans (`fluxrig run` installs one when
+    /// OTLP export is configured); `None`: no spans, `trace` passes through.
+    pub tracer: Option<Arc<fluxrig_telemetry::Tracer>>,
 }
 
 impl Default for RackOptions {
@@ -88,6 +91,7 @@ impl Default for RackOptions {
             compensator: Arc::new(LogCompensator),
             compact_every: Some(Duration::from_secs(30)),
             at_rest: None,
+            tracer: None,
         }
     }
 }
@@ -163,6 +167,7 @@ pub struct RackHandle {
     rack: Arc<str>,
     started: std::time::Instant,
     wal: fluxrig_wal::WalMeter,
+    tracer: Option<Arc<fluxrig_telemetry::Tracer>>,
 }
 
 /// Why a port cannot be tapped.
@@ -261,7 +266,13 @@ impl RackHandle {
                 })
                 .collect(),
             wal: self.wal.metrics(),
-            telemetry_dropped: vec![("tail".to_owned(), tail_dropped)],
+            telemetry_dropped: vec![
+                ("tail".to_owned(), tail_dropped),
+                (
+                    "spans".to_owned(),
+                    self.tracer.as_ref().map_or(0, |t| t.dropped()),
+                ),
+            ],
         }
     }
 
@@ -373,6 +384,7 @@ impl Rack {
         let (tx, rx) = mpsc::channel(8);
         let wal = journal.meter();
         let status = Arc::new(Mutex::new(Observed::default()));
+        let tracer_for_handle = opts.tracer.clone();
         let mut rack = Rack {
             opts,
             name: scenario.name.clone(),
@@ -393,6 +405,7 @@ impl Rack {
                 rack: Arc::from(scenario.name.as_str()),
                 started: std::time::Instant::now(),
                 wal,
+                tracer: tracer_for_handle,
             },
             status,
             rx,
@@ -518,6 +531,8 @@ impl Rack {
                     journal: self.journal.for_gear(&spec.name, spec.role()),
                     gate: Arc::clone(&gate),
                     admission: admission.clone(),
+                    role: spec.role(),
+                    tracer: self.opts.tracer.clone(),
                 },
             });
             let supervised = Supervised {

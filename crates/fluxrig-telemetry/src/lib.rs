@@ -12,8 +12,12 @@
 
 mod histogram;
 pub mod names;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 pub mod prometheus;
 mod snapshot;
+mod trace;
 
 pub use histogram::{BATCH_BOUNDS, Histogram, HistogramSnapshot, LATENCY_BOUNDS_NS};
 pub use snapshot::{DeadLetterReason, GearMetrics, RackSnapshot, WalMetrics, WireMetrics};
+pub use trace::{SAMPLED, Sampling, SpanQueue, SpanRecord, Tracer};

@@ -47,3 +47,13 @@ pub const WAL_BATCH_RECORDS: &str = "fluxrig_wal_batch_records";
 pub const TELEMETRY_DROPPED: &str = "fluxrig_telemetry_dropped_total";
 /// Gauge: seconds since the Rack started.
 pub const RACK_UPTIME: &str = "fluxrig_rack_uptime_seconds";
+
+/// Span attribute: the gear's name in the scenario (also the span's name).
+pub const ATTR_GEAR: &str = "fluxrig.gear";
+/// Span attribute: the gear's type.
+pub const ATTR_GEAR_TYPE: &str = "fluxrig.gear.type";
+/// Span attribute: the output port the message left on (absent for a
+/// sink's delivery).
+pub const ATTR_PORT: &str = "fluxrig.port";
+/// Span attribute: the message's fluxID (decimal).
+pub const ATTR_MSG_ID: &str = "fluxrig.msg.id";

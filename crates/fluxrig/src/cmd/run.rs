@@ -56,6 +56,129 @@ pub(crate) struct RunArgs {
     /// default is an ephemeral port on loopback; `off` turns it off.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
     admin_listen: String,
+    #[command(flatten)]
+    otlp: OtlpArgs,
+}
+
+/// OTLP export of spans and metrics (docs/telemetry.md). The standard
+/// `OTEL_EXPORTER_OTLP_*` variables are read when the flags are absent.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Telemetry export (OTLP)")]
+pub(crate) struct OtlpArgs {
+    /// Export spans and metrics to this OTLP collector (e.g.
+    /// http://127.0.0.1:4318 for HTTP/protobuf, http://127.0.0.1:4317 for
+    /// gRPC). Without it nothing is exported and no span is recorded.
+    #[arg(long, value_name = "URL", env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+    /// `http/protobuf` or `grpc`.
+    #[arg(long, value_name = "PROTOCOL", env = "OTEL_EXPORTER_OTLP_PROTOCOL", default_value = "http/protobuf", value_parser = parse_protocol)]
+    otlp_protocol: fluxrig_telemetry::otlp::Protocol,
+    /// A header on every export request (gRPC: metadata), e.g.
+    /// `authorization=Bearer TOKEN`; repeat for more.
+    #[arg(long = "otlp-header", value_name = "KEY=VALUE", env = "OTEL_EXPORTER_OTLP_HEADERS", value_delimiter = ',', value_parser = parse_header)]
+    otlp_headers: Vec<(String, String)>,
+    /// CA certificate (PEM) that signs an https collector's certificate.
+    #[arg(long, value_name = "FILE", env = "OTEL_EXPORTER_OTLP_CERTIFICATE")]
+    otlp_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS (with --otlp-key).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE"
+    )]
+    otlp_cert: Option<PathBuf>,
+    /// Client key (PEM) for mutual TLS.
+    #[arg(long, value_name = "FILE", env = "OTEL_EXPORTER_OTLP_CLIENT_KEY")]
+    otlp_key: Option<PathBuf>,
+    /// How often metrics are exported.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "10s")]
+    otlp_interval: Duration,
+    /// Fraction of new traces whose every hop is recorded (0 to 1); a trace
+    /// arriving with a `traceparent` keeps its caller's decision.
+    #[arg(long, value_name = "RATIO", env = "OTEL_TRACES_SAMPLER_ARG", default_value_t = 1.0, value_parser = parse_ratio)]
+    trace_sample: f64,
+    /// Hops at least this slow are recorded even when not sampled (failed
+    /// hops always are).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "100ms")]
+    trace_slow: Duration,
+    /// Spans waiting for export; past it, spans are dropped and counted
+    /// (fluxrig_telemetry_dropped_total{what="spans"}), never waited for.
+    #[arg(long, value_name = "N", default_value_t = 65_536)]
+    trace_queue: usize,
+}
+
+fn parse_protocol(s: &str) -> Result<fluxrig_telemetry::otlp::Protocol, String> {
+    s.parse()
+}
+
+fn parse_header(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
+        // Never echo the text: it may hold a token.
+        _ => Err("a header is KEY=VALUE".to_owned()),
+    }
+}
+
+fn parse_ratio(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("`{s}` is not a ratio between 0 and 1")),
+    }
+}
+
+/// A started exporter: stop it with `cancel`, then await `task`.
+struct Export {
+    cancel: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<fluxrig_telemetry::otlp::ExportTotals>,
+}
+
+impl OtlpArgs {
+    /// The tracer (and its queue) when export is configured.
+    fn tracer(&self) -> Option<(Arc<fluxrig_telemetry::Tracer>, fluxrig_telemetry::SpanQueue)> {
+        self.otlp_endpoint.as_ref()?;
+        Some(fluxrig_telemetry::Tracer::new(
+            self.trace_queue,
+            fluxrig_telemetry::Sampling {
+                ratio: self.trace_sample,
+                slow: self.trace_slow,
+            },
+        ))
+    }
+
+    fn start(
+        &self,
+        handle: &RackHandle,
+        scenario: &str,
+        spans: fluxrig_telemetry::SpanQueue,
+    ) -> Result<Option<Export>, Failure> {
+        let Some(endpoint) = &self.otlp_endpoint else {
+            return Ok(None);
+        };
+        let cfg = fluxrig_telemetry::otlp::OtlpConfig {
+            endpoint: endpoint.clone(),
+            protocol: self.otlp_protocol,
+            headers: self.otlp_headers.clone(),
+            ca: self.otlp_ca.clone(),
+            cert: self.otlp_cert.clone(),
+            key: self.otlp_key.clone(),
+            interval: self.otlp_interval,
+            timeout: Duration::from_secs(10),
+            resource: vec![
+                ("service.name".to_owned(), "fluxrig".to_owned()),
+                (
+                    "service.version".to_owned(),
+                    env!("CARGO_PKG_VERSION").to_owned(),
+                ),
+                ("fluxrig.rack".to_owned(), scenario.to_owned()),
+            ],
+        };
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let h = handle.clone();
+        let task = fluxrig_telemetry::otlp::spawn(&cfg, move || h.metrics(), spans, cancel.clone())
+            .map_err(Failure::invalid)?;
+        tracing::info!(endpoint = %endpoint, protocol = ?self.otlp_protocol, "exporting spans and metrics over OTLP");
+        Ok(Some(Export { cancel, task }))
+    }
 }
 
 fn parse_sync(s: &str) -> Result<SyncPolicy, String> {
@@ -86,6 +209,11 @@ pub(crate) fn run(args: RunArgs) -> CmdResult {
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async move {
+        let trace_setup = args.otlp.tracer();
+        let (tracer, spans) = match trace_setup {
+            Some((t, q)) => (Some(t), Some(q)),
+            None => (None, None),
+        };
         let opts = RackOptions {
             data_dir: args.data.clone(),
             machine: args.machine,
@@ -93,6 +221,7 @@ pub(crate) fn run(args: RunArgs) -> CmdResult {
             wal_sync: args.wal_sync,
             // Card traffic reaches the disk sealed and masked (the coat check).
             at_rest: Some(Arc::new(CardDataAtRest::new(&args.data))),
+            tracer,
             ..RackOptions::default()
         };
         let rack = Rack::build(&scenario, opts).map_err(|e| match e {
@@ -102,6 +231,10 @@ pub(crate) fn run(args: RunArgs) -> CmdResult {
         })?;
         let handle = rack.handle();
         let addr_file = start_endpoints(&args, &handle).await?;
+        let export = match spans {
+            Some(q) => args.otlp.start(&handle, &scenario.name, q)?,
+            None => None,
+        };
         tracing::info!(
             scenario = %scenario.name, version = %scenario.version, hash = %scenario.hash_hex(),
             gears = scenario.gears.len(), data = %args.data.display(), "rack starting"
@@ -143,6 +276,20 @@ pub(crate) fn run(args: RunArgs) -> CmdResult {
         }
         if let Some(f) = addr_file {
             let _ = std::fs::remove_file(f);
+        }
+        if let Some(e) = export {
+            // A last export of what is queued and of the final counters.
+            e.cancel.cancel();
+            if let Ok(Ok(t)) = tokio::time::timeout(Duration::from_secs(15), e.task).await {
+                tracing::info!(
+                    spans = t.spans,
+                    metric_exports = t.metric_exports,
+                    failures = t.failures,
+                    "OTLP export finished"
+                );
+            } else {
+                tracing::warn!("the last OTLP export did not finish in 15 s");
+            }
         }
         if !args.quiet {
             print_summary(&summary, started.elapsed());
