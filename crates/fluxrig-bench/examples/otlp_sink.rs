@@ -72,7 +72,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             _ = int.recv() => {}
         }
     };
-    axum::serve(listener, app).with_graceful_shutdown(stop).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await?;
     println!(
         "spans {} span_requests {} metric_requests {} bytes {}",
         counts.spans.load(Ordering::Relaxed),

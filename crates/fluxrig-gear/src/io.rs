@@ -406,6 +406,7 @@ impl Outputs {
             port: out.name.clone(),
             ts: now,
         });
+        out.lanes.count_emit();
         out.lanes.tap().offer(&msg);
         let lanes = out.lanes.load();
         let Some((last, rest)) = lanes.split_last() else {

@@ -146,6 +146,8 @@ impl Lane {
 pub struct LaneSet {
     lanes: ArcSwap<Vec<Lane>>,
     tap: Tap,
+    /// Messages emitted on the port.
+    emitted: std::sync::atomic::AtomicU64,
 }
 
 impl LaneSet {
@@ -154,7 +156,19 @@ impl LaneSet {
         LaneSet {
             lanes: ArcSwap::from_pointee(lanes),
             tap: Tap::default(),
+            emitted: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Counts a message emitted on the port.
+    pub fn count_emit(&self) {
+        self.emitted
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Messages emitted on the port so far.
+    pub fn emitted(&self) -> u64 {
+        self.emitted.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The current lanes. A sender that has loaded a set keeps delivering to

@@ -252,6 +252,19 @@ impl RackHandle {
                 .iter()
                 .map(|g| g.stats.metrics(&g.name, g.gear_type))
                 .collect(),
+            ports: o
+                .gears
+                .iter()
+                .flat_map(|g| {
+                    g.outputs
+                        .iter()
+                        .map(|(port, set)| fluxrig_telemetry::PortMetrics {
+                            gear: g.name.clone(),
+                            port: port.clone(),
+                            messages_out: set.emitted(),
+                        })
+                })
+                .collect(),
             wires: o
                 .wires
                 .iter()

@@ -19,5 +19,7 @@ mod snapshot;
 mod trace;
 
 pub use histogram::{BATCH_BOUNDS, Histogram, HistogramSnapshot, LATENCY_BOUNDS_NS};
-pub use snapshot::{DeadLetterReason, GearMetrics, RackSnapshot, WalMetrics, WireMetrics};
+pub use snapshot::{
+    DeadLetterReason, GearMetrics, PortMetrics, RackSnapshot, WalMetrics, WireMetrics,
+};
 pub use trace::{SAMPLED, Sampling, SpanQueue, SpanRecord, Tracer};

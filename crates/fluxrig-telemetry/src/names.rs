@@ -28,6 +28,8 @@ pub const GEAR_LATENCY: &str = "fluxrig_gear_latency_seconds";
 pub const GEAR_CONNECTIONS: &str = "fluxrig_gear_connections";
 /// Gauge `{gear}`: bytes held in the gear's pending (overflow) buffer.
 pub const GEAR_PENDING_BYTES: &str = "fluxrig_gear_pending_bytes";
+/// Counter `{gear, port}`: messages a gear emitted on one output port.
+pub const PORT_MESSAGES_OUT: &str = "fluxrig_port_messages_out_total";
 /// Gauge `{wire}`: messages waiting in a wire's lane.
 pub const WIRE_DEPTH: &str = "fluxrig_wire_depth";
 /// Gauge `{wire}`: a wire's lane capacity.

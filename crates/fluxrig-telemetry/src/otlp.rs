@@ -638,6 +638,13 @@ pub fn metrics_request(
         .collect();
     m.histograms(GEAR_LATENCY, "s", latency);
 
+    let ports = s
+        .ports
+        .iter()
+        .map(|p| m.point(&[("gear", &p.gear), ("port", &p.port)], int(p.messages_out)))
+        .collect();
+    m.counter(names::PORT_MESSAGES_OUT, "{message}", ports);
+
     let wire_gauges: [(&str, WireField); 2] =
         [(WIRE_DEPTH, |w| w.depth), (WIRE_CAPACITY, |w| w.capacity)];
     for (name, f) in wire_gauges {

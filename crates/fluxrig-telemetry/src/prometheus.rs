@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 use crate::names::{
     GEAR_BYTES_IN, GEAR_BYTES_OUT, GEAR_CONNECTIONS, GEAR_DEAD_LETTERS, GEAR_ERRORS, GEAR_LATENCY,
     GEAR_MESSAGES_IN, GEAR_MESSAGES_OUT, GEAR_PENDING_BYTES, GEAR_REJECTED, GEAR_RESTARTS,
-    RACK_UPTIME, TELEMETRY_DROPPED, WAL_BATCH_RECORDS, WAL_BYTES, WAL_FSYNC, WAL_RECORDS,
-    WIRE_CAPACITY, WIRE_DEPTH, WIRE_DROPPED,
+    PORT_MESSAGES_OUT, RACK_UPTIME, TELEMETRY_DROPPED, WAL_BATCH_RECORDS, WAL_BYTES, WAL_FSYNC,
+    WAL_RECORDS, WIRE_CAPACITY, WIRE_DEPTH, WIRE_DROPPED,
 };
 use crate::{HistogramSnapshot, RackSnapshot};
 
@@ -117,6 +117,22 @@ pub fn render(s: &RackSnapshot) -> String {
             &format!("gear=\"{}\"", esc(&g.name)),
             &g.latency,
             1e9,
+        );
+    }
+
+    header(
+        &mut o,
+        PORT_MESSAGES_OUT,
+        "counter",
+        "Messages a gear emitted on one output port.",
+    );
+    for p in &s.ports {
+        let _ = writeln!(
+            o,
+            "{PORT_MESSAGES_OUT}{{gear=\"{}\",port=\"{}\"}} {}",
+            esc(&p.gear),
+            esc(&p.port),
+            p.messages_out
         );
     }
 

@@ -71,6 +71,17 @@ pub struct GearMetrics {
     pub latency: HistogramSnapshot,
 }
 
+/// One output port of a gear.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortMetrics {
+    /// The gear's name in the scenario.
+    pub gear: String,
+    /// The port's name.
+    pub port: String,
+    /// Messages emitted on the port (to `error` as well as `out`).
+    pub messages_out: u64,
+}
+
 /// One wire's lane.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireMetrics {
@@ -108,6 +119,9 @@ pub struct RackSnapshot {
     pub uptime_seconds: f64,
     /// Every gear, in scenario order.
     pub gears: Vec<GearMetrics>,
+    /// Every output port of every gear.
+    #[serde(default)]
+    pub ports: Vec<PortMetrics>,
     /// Every wire.
     pub wires: Vec<WireMetrics>,
     /// The write-ahead log.

@@ -194,8 +194,14 @@ fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
     })
 }
 
-/// The last exported value of a counter or gauge for one attribute set.
+/// The last exported value of a counter or gauge for one attribute.
 fn last_value(rx: &Received, name: &str, key: &str, value: &str) -> Option<i64> {
+    last_value_of(rx, name, &[(key, value)])
+}
+
+/// The last exported value of a counter or gauge whose point has every
+/// one of `attrs`.
+fn last_value_of(rx: &Received, name: &str, attrs: &[(&str, &str)]) -> Option<i64> {
     rx.metrics.iter().rev().find_map(|export| {
         let m = export.iter().find(|m| m.name == name)?;
         let points = match m.data.as_ref()? {
@@ -205,7 +211,7 @@ fn last_value(rx: &Received, name: &str, key: &str, value: &str) -> Option<i64> 
         };
         points
             .iter()
-            .find(|p| attr(&p.attributes, key) == Some(value))
+            .find(|p| attrs.iter().all(|(k, v)| attr(&p.attributes, k) == Some(v)))
             .and_then(|p| match p.value? {
                 number_data_point::Value::AsInt(i) => Some(i),
                 number_data_point::Value::AsDouble(_) => None,
@@ -425,6 +431,14 @@ fn grpc_export_with_sampling_off_still_keeps_every_failure() {
         last_value(&rx, "fluxrig.gear.messages_in", "gear", "sink"),
         Some(180)
     );
+    let port = |p| {
+        last_value_of(
+            &rx,
+            "fluxrig.port.messages_out",
+            &[("gear", "check"), ("port", p)],
+        )
+    };
+    assert_eq!(port("out"), Some(180));
 }
 
 /// An HTTP destination that records the `traceparent` of each request.

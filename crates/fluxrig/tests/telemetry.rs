@@ -130,6 +130,14 @@ fn metrics_count_exactly_the_messages_processed() {
         2500.0
     );
     assert_eq!(get("fluxrig_gear_messages_in_total{gear=\"sink\"}"), 2500.0);
+    assert_eq!(
+        get("fluxrig_port_messages_out_total{gear=\"enrich\",port=\"out\"}"),
+        2500.0
+    );
+    assert_eq!(
+        get("fluxrig_port_messages_out_total{gear=\"enrich\",port=\"error\"}"),
+        0.0
+    );
     for g in ["source", "enrich", "sink"] {
         assert_eq!(
             get(&format!("fluxrig_gear_errors_total{{gear=\"{g}\"}}")),
