@@ -209,6 +209,14 @@ pub fn now_ns() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
+/// Where a hop ending `now` started: the previous gear's emit, or for the
+/// first hop the message's ingress time (`ts`, e.g. when `http_in` read the
+/// request), never after `now`.
+fn hop_start(msg: &FluxMsg, now: u64) -> u64 {
+    let start = msg.path.last().map_or(msg.ts, |h| h.ts);
+    if start == 0 { now } else { start.min(now) }
+}
+
 /// Paths longer than this keep their first hop and the most recent ones,
 /// so a message looping through a cycle cannot grow without bound (the
 /// decoder refuses more than 256 hops).
@@ -616,7 +624,7 @@ impl Outputs {
         };
         let (mut trace, parent) = Self::continue_trace(tracer, msg);
         trace.span_id = tracer.new_span_id();
-        let start_ns = msg.path.last().map_or(now, |h| h.ts.min(now));
+        let start_ns = hop_start(msg, now);
         msg.trace = Some(trace);
         let sampled = trace.flags & SAMPLED != 0;
         if sampled || error || tracer.is_slow(now - start_ns) {
@@ -654,7 +662,7 @@ impl Outputs {
         let (mut trace, parent) = Self::continue_trace(tracer, msg);
         trace.span_id = tracer.new_span_id();
         msg.trace = Some(trace);
-        let start_ns = msg.path.last().map_or_else(now_ns, |h| h.ts);
+        let start_ns = hop_start(msg, now_ns());
         let mut q = self.open_spans();
         if q.len() < MAX_OPEN_SPANS {
             q.push_back(OpenSpan {

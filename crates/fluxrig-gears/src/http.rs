@@ -148,6 +148,107 @@ struct HttpState {
     stats: Arc<GearStats>,
 }
 
+/// A connection to `http_in`, counted in the gear's metrics: open
+/// connections, and the bytes it reads and writes on the wire.
+struct CountedConn {
+    inner: tokio::net::TcpStream,
+    stats: Arc<GearStats>,
+}
+
+impl Drop for CountedConn {
+    fn drop(&mut self) {
+        self.stats.connection_closed();
+    }
+}
+
+impl tokio::io::AsyncRead for CountedConn {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut this.inner).poll_read(cx, buf);
+        this.stats
+            .add_bytes_in((buf.filled().len() - before) as u64);
+        r
+    }
+}
+
+impl tokio::io::AsyncWrite for CountedConn {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let r = std::pin::Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(n)) = &r {
+            this.stats.add_bytes_out(*n as u64);
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let r = std::pin::Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if let std::task::Poll::Ready(Ok(n)) = &r {
+            this.stats.add_bytes_out(*n as u64);
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// `http_in`'s listener: every accepted connection is a [`CountedConn`].
+struct CountingListener {
+    inner: tokio::net::TcpListener,
+    stats: Arc<GearStats>,
+}
+
+impl axum::serve::Listener for CountingListener {
+    type Io = CountedConn;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (CountedConn, SocketAddr) {
+        // axum's own accept loop for a TcpListener (it retries and backs
+        // off on errors such as running out of file descriptors).
+        let (inner, addr) = axum::serve::Listener::accept(&mut self.inner).await;
+        self.stats.connection_opened();
+        let conn = CountedConn {
+            inner,
+            stats: Arc::clone(&self.stats),
+        };
+        (conn, addr)
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
 fn json_reply(status: StatusCode, body: &serde_json::Value) -> Response {
     (
         status,
@@ -302,6 +403,10 @@ impl HttpInGear {
             .layer(axum::extract::DefaultBodyLimit::max(self.max_body))
             .with_state(state);
         let cancel = io.ctx().cancel.clone();
+        let listener = CountingListener {
+            inner: listener,
+            stats: Arc::clone(&io.ctx().stats),
+        };
         let server = tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(cancel.cancelled_owned())

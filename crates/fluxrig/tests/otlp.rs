@@ -542,4 +542,13 @@ wires:
         hex(&forward.span_id),
         "the destination's parent is the http_out hop"
     );
+    // http_in counts its wire bytes and connections (closed by now).
+    let request_len =
+        i64::try_from("POST / HTTP/1.1\r\nHost: x\r\n".len() + "{\"a\":1}".len()).unwrap();
+    assert!(last_value(&rx, "fluxrig.gear.bytes_in", "gear", "api").unwrap() > request_len);
+    assert!(last_value(&rx, "fluxrig.gear.bytes_out", "gear", "api").unwrap() > 0);
+    assert_eq!(
+        last_value(&rx, "fluxrig.gear.connections", "gear", "api"),
+        Some(0)
+    );
 }
