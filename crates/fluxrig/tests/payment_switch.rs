@@ -757,3 +757,144 @@ fn a_queued_reversal_survives_a_kill_9_of_the_rack_and_goes_out_as_0421() {
         "an acknowledged reversal was sent again"
     );
 }
+
+/// The STAN of a correlation key (`CLASS|STAN|…`: DE 11 comes first in the
+/// example's key).
+fn key_stan(key: &str) -> String {
+    key.split('|').nth(1).unwrap_or_default().to_owned()
+}
+
+#[test]
+fn after_a_kill_9_every_reply_a_terminal_got_is_on_disk_and_the_unanswered_are_reversed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let logs = [d.join("a.jsonl"), d.join("b.jsonl")];
+    let (_a, a_port) = issuer(&logs[0]);
+    let (_b, b_port) = issuer(&logs[1]);
+    let port = free_port();
+    let example = std::fs::read_to_string(root().join("examples/payment-switch.yaml")).unwrap();
+    assert!(example.contains("      timeout: 2s\n"));
+    // A long timeout: the silent issuer's requests are still pending when
+    // the Rack dies (no 91, no reversal yet).
+    let scenario = example
+        .replace("127.0.0.1:8583", &format!("127.0.0.1:{port}"))
+        .replace("127.0.0.1:9583", &format!("127.0.0.1:{a_port}"))
+        .replace("127.0.0.1:9584", &format!("127.0.0.1:{b_port}"))
+        .replace("      timeout: 2s\n", "      timeout: 60s\n");
+    let file = d.join("switch.yaml");
+    std::fs::write(&file, scenario).unwrap();
+    let (data, rack_log) = (d.join("data"), d.join("rack.log"));
+    let log_dir = data.join("conductor/conductor/reversals");
+    let rack = run_rack(&file, &data, &rack_log, port);
+    wait_until("sign-ons at A", Duration::from_secs(30), || {
+        log_lines(&logs[0])
+            .iter()
+            .filter(|l| l["mti"] == "0800")
+            .count()
+            >= 2
+    });
+
+    // A burst on one connection; the Rack is killed (-9) once some replies
+    // are in, while others are in flight.
+    let mut terminal = Command::new(python())
+        .arg(root().join("tests/python/switch_terminal.py"))
+        .args(["127.0.0.1", &port.to_string(), "burst", "2000"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = terminal.stdout.take().unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let lines = std::sync::Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for l in BufReader::new(stdout).lines() {
+                lines.lock().unwrap().push(l.unwrap());
+            }
+        })
+    };
+    let replies = || {
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.starts_with("reply "))
+            .count()
+    };
+    wait_until("replies", Duration::from_secs(50), || replies() >= 300);
+    drop(rack);
+    assert!(terminal.wait().unwrap().success());
+    reader.join().unwrap();
+    let got: Vec<(String, String)> = lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|l| {
+            let mut w = l.strip_prefix("reply ")?.split(' ');
+            Some((w.next()?.to_owned(), w.next()?.to_owned()))
+        })
+        .collect();
+    assert!(got.len() >= 300);
+
+    // Every reply the terminal got has its record in the log, with its code.
+    let records = fluxrig_gears::read_conductor_log(&log_dir).unwrap();
+    let mut answered: HashMap<String, String> = HashMap::new();
+    for r in &records {
+        if let fluxrig_gears::ConductorLogRecord::Answered(a) = r {
+            assert!(a.terminal_key.ends_with("|TERMBRST"), "{a:?}");
+            answered.insert(key_stan(&a.terminal_key), a.code.clone());
+        }
+    }
+    for (stan, code) in &got {
+        assert_eq!(
+            answered.get(stan),
+            Some(code),
+            "stan {stan}: the terminal got {code} without its record"
+        );
+    }
+    // What the log holds forwarded and not answered: to be reversed.
+    let mut unsettled: Vec<String> = Vec::new();
+    for r in &records {
+        match r {
+            fluxrig_gears::ConductorLogRecord::Forwarded { key, .. } => {
+                unsettled.push(key_stan(key));
+            }
+            fluxrig_gears::ConductorLogRecord::Answered(a) => {
+                unsettled.retain(|s| *s != key_stan(&a.key));
+            }
+            _ => {}
+        }
+    }
+    unsettled.sort();
+    eprintln!(
+        "replies received {}, answered records {}, unsettled forwards {}",
+        got.len(),
+        answered.len(),
+        unsettled.len()
+    );
+    // At least the silent issuer's requests (every tenth) are among them.
+    assert!(!unsettled.is_empty());
+    let received: std::collections::HashSet<&String> = got.iter().map(|(s, _)| s).collect();
+    assert!(unsettled.iter().all(|s| !received.contains(s)));
+
+    // The restart reverses exactly those, with 0420s, to issuer A.
+    let reversed = || -> Vec<String> {
+        let mut v: Vec<String> = log_lines(&logs[0])
+            .iter()
+            .filter(|l| (l["mti"] == "0420" || l["mti"] == "0421") && l["terminal"] == "TERMBRST")
+            .map(|l| l["stan"].as_str().unwrap().to_owned())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    assert!(reversed().is_empty());
+    let _rack = run_rack(&file, &data, &rack_log, port);
+    wait_until("the reversals at A", Duration::from_secs(30), || {
+        reversed() == unsettled
+    });
+    let log = std::fs::read_to_string(&rack_log).unwrap();
+    assert!(
+        log.contains("never answered to their terminals: reversing them"),
+        "{log}"
+    );
+}
