@@ -1267,7 +1267,14 @@ impl ConductorGear {
             self.remember(r.term_key, &r.answer, now);
             io.out.emit(io.terminals, r.answer).await;
             done = None;
+            // Every LSN below this one is on disk: the replies the same
+            // commit covered go now, without a wake-up each.
+            let synced = self.log.as_ref().map_or(0, |l| l.synced_lsn().get());
             if let Some(next) = self.awaiting.front_mut() {
+                if next.commit.last_lsn().get() < synced {
+                    done = self.awaiting.pop_front();
+                    continue;
+                }
                 match poll_now(&mut next.commit) {
                     std::task::Poll::Ready(Ok(_)) => done = self.awaiting.pop_front(),
                     std::task::Poll::Ready(Err(e)) => {

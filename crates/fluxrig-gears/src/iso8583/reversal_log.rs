@@ -323,6 +323,11 @@ impl ReversalLog {
             .map_err(|e| self.err(&e))
     }
 
+    /// Every record below this LSN is on disk.
+    pub(crate) fn synced_lsn(&self) -> Lsn {
+        self.wal.synced_lsn()
+    }
+
     /// Records a request forwarded to `target` (not waited for: the issuer
     /// never waits on the disk); returns its LSN.
     pub(crate) async fn forwarded(
