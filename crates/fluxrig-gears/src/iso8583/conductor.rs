@@ -654,13 +654,25 @@ struct ToReverse {
     answer: Option<FluxMsg>,
 }
 
-/// A reply waiting for its record's group commit.
+/// What waits for a record's group commit before it leaves.
+enum Held {
+    /// An issuer's reply to its terminal (`ANSWERED` record).
+    Reply { term_key: String, answer: FluxMsg },
+    /// A reversal to its issuer (`QUEUED` record), and the timeout answer
+    /// its terminal gets (none for a reversal found at recovery).
+    Reversal {
+        reversal: Box<Reversal>,
+        answer: Option<FluxMsg>,
+    },
+}
+
+/// Messages waiting for their record's group commit.
 struct Release {
     commit: fluxrig_wal::Pending,
-    term_key: String,
-    answer: FluxMsg,
-    /// The LSN of the request's `FORWARDED` record (0: not recorded).
-    forwarded_lsn: u64,
+    held: Held,
+    /// The LSN of the oldest record this keeps open (the request's
+    /// `FORWARDED`, or the reversal's `QUEUED`; 0: none).
+    pin_lsn: u64,
 }
 
 /// Whether a commit has resolved, without waiting.
@@ -1235,9 +1247,11 @@ impl ConductorGear {
             let commit = log.answered(&rec).await.map_err(GearError::Other)?;
             self.awaiting.push_back(Release {
                 commit,
-                term_key: p.term_key,
-                answer: a,
-                forwarded_lsn: p.lsn,
+                held: Held::Reply {
+                    term_key: p.term_key,
+                    answer: a,
+                },
+                pin_lsn: p.lsn,
             });
             return Ok(());
         }
@@ -1264,8 +1278,15 @@ impl ConductorGear {
         }
         let mut done = self.awaiting.pop_front();
         while let Some(r) = done {
-            self.remember(r.term_key, &r.answer, now);
-            io.out.emit(io.terminals, r.answer).await;
+            match r.held {
+                Held::Reply { term_key, answer } => {
+                    self.remember(term_key, &answer, now);
+                    io.out.emit(io.terminals, answer).await;
+                }
+                Held::Reversal { reversal, answer } => {
+                    self.send_reversal(*reversal, answer, io).await;
+                }
+            }
             done = None;
             // Every LSN below this one is on disk: the replies the same
             // commit covered go now, without a wake-up each.
@@ -1379,7 +1400,7 @@ impl ConductorGear {
                     .min(),
                 self.awaiting
                     .iter()
-                    .map(|r| r.forwarded_lsn)
+                    .map(|r| r.pin_lsn)
                     .filter(|&l| l != 0)
                     .min(),
             ]
@@ -1394,17 +1415,16 @@ impl ConductorGear {
         Ok(())
     }
 
-    /// Queues the 0420 reversals of forwarded requests that timed out —
-    /// durably, in one group commit — then answers their terminals and
-    /// sends the reversals.
+    /// Queues the 0420 reversals of forwarded requests that timed out:
+    /// each is written to the log and waits in `awaiting` for its group
+    /// commit (the loop does not wait); once durable, `release` answers its
+    /// terminal and sends it.
     async fn reverse(
         &mut self,
         timed_out: Vec<ToReverse>,
         io: &Ports<'_>,
         now: Instant,
     ) -> Result<(), GearError> {
-        let mut queued = Vec::with_capacity(timed_out.len());
-        let mut last = None;
         for p in timed_out {
             let mut data = p.request.data.clone();
             if let Some(map) = data.as_map_mut() {
@@ -1421,43 +1441,51 @@ impl ConductorGear {
             msg.src = Some(io.out.ctx().entity);
             msg.ts = fluxrig_gear::now_ns();
             let msg = self.to_target(msg, p.target);
-            let mut lsn = 0;
-            if let Some(log) = &self.log {
-                let pending = log
-                    .queued(&key, &self.targets[p.target], &msg, p.settles.as_deref())
-                    .await
-                    .map_err(GearError::Other)?;
-                lsn = pending.lsn().get();
-                last = Some(pending);
-            }
-            queued.push((
-                Reversal {
-                    key,
-                    target: p.target,
-                    msg,
-                    attempts: 1,
-                    next_at: now + self.reversal_retry,
-                    lsn,
-                },
-                p.answer,
-            ));
-        }
-        // Records are synced in order: the last one durable means all are.
-        if let Some(pending) = last {
-            pending
+            let reversal = Reversal {
+                key,
+                target: p.target,
+                msg,
+                attempts: 1,
+                next_at: now + self.reversal_retry,
+                lsn: 0,
+            };
+            let Some(log) = &self.log else {
+                self.send_reversal(reversal, p.answer, io).await;
+                continue;
+            };
+            let commit = log
+                .queued(
+                    &reversal.key,
+                    &self.targets[p.target],
+                    &reversal.msg,
+                    p.settles.as_deref(),
+                )
                 .await
-                .map_err(|e| GearError::Other(format!("reversal log: {e}")))?;
-        }
-        for (r, answer) in queued {
-            if let Some(answer) = answer {
-                io.out.emit(io.terminals, answer).await;
-            }
-            let msg = r.msg.clone();
-            self.reversals.push(r);
-            self.counts.reversals += 1;
-            io.out.emit(io.issuers, msg).await;
+                .map_err(GearError::Other)?;
+            let lsn = commit.lsn().get();
+            // Sent by `release` once durable; the loop goes on meanwhile.
+            self.awaiting.push_back(Release {
+                commit,
+                held: Held::Reversal {
+                    reversal: Box::new(Reversal { lsn, ..reversal }),
+                    answer: p.answer,
+                },
+                pin_lsn: lsn,
+            });
         }
         Ok(())
+    }
+
+    /// Answers a timed-out request's terminal (when there is one) and sends
+    /// its reversal, now in the queue.
+    async fn send_reversal(&mut self, r: Reversal, answer: Option<FluxMsg>, io: &Ports<'_>) {
+        if let Some(answer) = answer {
+            io.out.emit(io.terminals, answer).await;
+        }
+        let msg = r.msg.clone();
+        self.reversals.push(r);
+        self.counts.reversals += 1;
+        io.out.emit(io.issuers, msg).await;
     }
 
     /// Opens the reversal log and queues again what it holds.
