@@ -650,8 +650,9 @@ struct ToReverse {
     target: usize,
     /// The issuer-leg key of its `FORWARDED` record, when there is one.
     settles: Option<String>,
-    /// The timeout answer its terminal gets once the reversal is durable.
-    answer: Option<FluxMsg>,
+    /// The terminal key and the timeout answer its terminal gets once the
+    /// reversal is durable (none for a forward found at recovery).
+    answer: Option<(String, FluxMsg)>,
 }
 
 /// What waits for a record's group commit before it leaves.
@@ -662,7 +663,7 @@ enum Held {
     /// its terminal gets (none for a reversal found at recovery).
     Reversal {
         reversal: Box<Reversal>,
-        answer: Option<FluxMsg>,
+        answer: Option<(String, FluxMsg)>,
     },
 }
 
@@ -1284,7 +1285,7 @@ impl ConductorGear {
                     io.out.emit(io.terminals, answer).await;
                 }
                 Held::Reversal { reversal, answer } => {
-                    self.send_reversal(*reversal, answer, io).await;
+                    self.send_reversal(*reversal, answer, io, now).await;
                 }
             }
             done = None;
@@ -1353,16 +1354,18 @@ impl ConductorGear {
             };
             self.counts.timeouts += 1;
             let a = self.answer(&p.request, &self.timeout_code, io.out);
-            self.remember(p.term_key.clone(), &a, now);
             let class = mti_class(Self::mti(&p.request.data)).unwrap_or_default();
             if class == "010" || class == "020" {
+                // Remembered (for duplicates) when it is given: once the
+                // reversal is durable.
                 reverse.push(ToReverse {
                     settles: (p.lsn != 0).then_some(issuer_key),
                     request: p.request,
                     target: p.target,
-                    answer: Some(a),
+                    answer: Some((p.term_key, a)),
                 });
             } else {
+                self.remember(p.term_key, &a, now);
                 io.out.emit(io.terminals, a).await;
             }
         }
@@ -1450,7 +1453,7 @@ impl ConductorGear {
                 lsn: 0,
             };
             let Some(log) = &self.log else {
-                self.send_reversal(reversal, p.answer, io).await;
+                self.send_reversal(reversal, p.answer, io, now).await;
                 continue;
             };
             let commit = log
@@ -1478,8 +1481,15 @@ impl ConductorGear {
 
     /// Answers a timed-out request's terminal (when there is one) and sends
     /// its reversal, now in the queue.
-    async fn send_reversal(&mut self, r: Reversal, answer: Option<FluxMsg>, io: &Ports<'_>) {
-        if let Some(answer) = answer {
+    async fn send_reversal(
+        &mut self,
+        r: Reversal,
+        answer: Option<(String, FluxMsg)>,
+        io: &Ports<'_>,
+        now: Instant,
+    ) {
+        if let Some((term_key, answer)) = answer {
+            self.remember(term_key, &answer, now);
             io.out.emit(io.terminals, answer).await;
         }
         let msg = r.msg.clone();
