@@ -1,6 +1,6 @@
 """A pyiso8583-based acquirer terminal: talks to the example payment switch.
 
-Usage: switch_terminal.py HOST PORT basic|storm|silent
+Usage: switch_terminal.py HOST PORT basic|storm|silent|burst [N]
 
 Packs requests with pyiso8583's default_ascii spec behind a 2-byte big-endian
 length prefix. Prints one line per check; exits 1 if any fails. Test PANs only.
@@ -16,6 +16,11 @@ reached the issuer exactly once.
 
 silent: one request (STAN 000777) the issuer leaves unanswered; the answer
 must be DE 39 91 after the switch's timeout.
+
+burst N: N requests (STANs 300000 on, terminal TERMBRST, visa; every tenth
+amount ends in 999, which the issuer leaves unanswered) written back to back
+on one connection, then one line `reply STAN CODE` per answer as it
+arrives, until the switch closes the connection (for a test that kills it).
 """
 
 import socket
@@ -135,9 +140,26 @@ def silent(host, port, c):
                 resp["t"] == "0110" and resp.get("39") == "91" and resp.get("11") == "000777")
 
 
+def burst(host, port, c, n):
+    with socket.create_connection((host, port), timeout=60) as s:
+        for i in range(n):
+            amount = "000000001999" if i % 10 == 9 else "000000000500"
+            send(s, request(f"{300000 + i:06d}", VISA, amount, terminal="TERMBRST"))
+        print("sent", n, flush=True)
+        try:
+            while True:
+                resp = recv(s)
+                print("reply", resp.get("11"), resp.get("39"), flush=True)
+        except (EOFError, OSError):
+            pass
+
+
 def main():
     host, port, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     c = Checks()
+    if mode == "burst":
+        burst(host, port, c, int(sys.argv[4]))
+        return 0
     {"basic": basic, "storm": storm, "silent": silent}[mode](host, port, c)
     return 1 if c.failures else 0
 

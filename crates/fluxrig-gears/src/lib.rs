@@ -40,6 +40,9 @@ pub use iso8583::conductor::{
 pub use iso8583::io::{
     IoMode, Iso8583Io, Iso8583IoConfig, Prefix as Iso8583Prefix, Target as Iso8583Target,
 };
+pub use iso8583::reversal_log::{
+    AnsweredRecord, LogRecord as ConductorLogRecord, read_records as read_conductor_log,
+};
 pub use iso8583::{META_CONN, META_HEADER, META_PEER, META_TARGET};
 pub use log::{Level, Log, LogConfig};
 pub use map::{MapConfig, MapGearKind};

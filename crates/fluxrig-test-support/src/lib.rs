@@ -84,6 +84,31 @@ impl Drop for ChildGuard {
     }
 }
 
+/// Raises this process's soft limit of open files to at least `n` (up to
+/// the hard limit; children started afterwards inherit it), for tests that
+/// hold many connections. Panics, naming the limits, when the hard limit
+/// is below `n`.
+pub fn raise_open_files(n: u64) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let now = getrlimit(Resource::Nofile);
+    if now.current.is_none_or(|c| c >= n) {
+        return;
+    }
+    assert!(
+        now.maximum.is_none_or(|m| m >= n),
+        "this test needs {n} open files; the hard limit is {:?} (raise it: ulimit -Hn)",
+        now.maximum
+    );
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(n),
+            maximum: now.maximum,
+        },
+    )
+    .expect("raise the limit of open files");
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago (bind 0, read, release).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -14,7 +14,13 @@
 //! The reversal queue sits behind [`ReversalQueue`], in memory, and is
 //! written through to a write-ahead log on disk (`reversal_log`): a
 //! reversal is durable before the terminal hears of the timeout, and the
-//! queue survives a restart. See `docs/adr/0008-switch-durability.md`.
+//! queue survives a restart. With `durable_replies` the same log records
+//! each forward (not waited for) and each answer: a reply leaves for the
+//! terminal only once its record is durable — replies wait in
+//! `awaiting`, in log order, while the conductor goes on with other
+//! messages, and every reply of one group commit is released together. A
+//! forward found unanswered after a restart is reversed. See
+//! `docs/adr/0008-switch-durability.md`.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
@@ -34,7 +40,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use super::reversal_log::ReversalLog;
+use super::reversal_log::{AnsweredRecord, ReversalLog, Unsettled};
 
 use super::{META_CONN, META_HEADER, META_PEER, META_TARGET, default_spec, load_spec};
 
@@ -192,6 +198,21 @@ pub struct ConductorConfig {
     /// restart. `false` keeps it in memory only (tests, simulations).
     #[serde(default = "default_true")]
     pub durable_reversals: bool,
+    /// Release a reply to its terminal only once the transaction's record
+    /// is durable in the same log (one group commit, shared by the replies
+    /// that arrive together); requests still go to the issuer without
+    /// waiting for the disk. A request found forwarded but unanswered after
+    /// a restart is reversed (0420). Default: the value of
+    /// `durable_reversals`; `true` needs `durable_reversals`.
+    #[serde(default)]
+    pub durable_replies: Option<bool>,
+}
+
+impl ConductorConfig {
+    /// Whether replies wait for their record to be durable.
+    fn durable_replies(&self) -> bool {
+        self.durable_replies.unwrap_or(self.durable_reversals)
+    }
 }
 
 fn default_true() -> bool {
@@ -236,7 +257,14 @@ impl GearKind for Conductor {
         The reversal queue is store-and-forward: with `durable_reversals` (default) each reversal is written \
         to a write-ahead log in `<data>/conductor/<gear>/reversals/` and synced **before** the terminal is \
         answered and the 0420 leaves, and its 0430 is recorded too. After a restart (also after kill -9 or \
-        power loss) every reversal still waiting is sent again as 0421 until its 0430 arrives.";
+        power loss) every reversal still waiting is sent again as 0421 until its 0430 arrives.\n\n\
+        With `durable_replies` (default: as `durable_reversals`) the same log records each forwarded request \
+        (without waiting: the issuer never waits on the disk) and each reply, and a reply leaves for the terminal \
+        only once its record is durable: replies that arrive together share one group commit, and the conductor \
+        goes on with other messages meanwhile. A duplicate of a request whose reply waits for its commit gets \
+        `duplicate_code`. After a restart, every authorization or financial request the log shows forwarded and \
+        never answered to its terminal is reversed (0420, then 0421 until its 0430): its terminal never heard \
+        the answer.";
     const EXAMPLE: &'static str = "- name: conductor\n  type: conductor\n  config:\n    routes:\n      - {pan_prefix: ['4'], to: visa}\n      - {pan_prefix: ['5'], to: mastercard}\n    groups:\n      visa: {targets: [visa_a, visa_b], balance: failover}\n      mastercard: {targets: [mc]}\n    timeout: 2s";
 
     fn ports(_config: &ConductorConfig) -> Vec<PortSpec> {
@@ -312,6 +340,12 @@ impl GearKind for Conductor {
         }
         if config.timeout.get().is_zero() {
             issues.push(ConfigIssue::new("timeout", "must be above zero"));
+        }
+        if config.durable_replies == Some(true) && !config.durable_reversals {
+            issues.push(ConfigIssue::new(
+                "durable_replies",
+                "needs durable_reversals: the replies' records go to the reversal log",
+            ));
         }
         issues
     }
@@ -416,6 +450,9 @@ impl GearKind for Conductor {
                     .join("reversals")
             }),
             log: None,
+            durable_replies: config.durable_reversals && config.durable_replies(),
+            awaiting: VecDeque::new(),
+            unsettled: Vec::new(),
             trimmed_at: Instant::now(),
             seq: 0,
             counts: Counts::default(),
@@ -603,6 +640,59 @@ struct Pending {
     group: usize,
     target: usize,
     tried: Vec<usize>,
+    /// The LSN of its `FORWARDED` record (0: not recorded).
+    lsn: u64,
+}
+
+/// A forwarded request to reverse.
+struct ToReverse {
+    request: FluxMsg,
+    target: usize,
+    /// The issuer-leg key of its `FORWARDED` record, when there is one.
+    settles: Option<String>,
+    /// The terminal key and the timeout answer its terminal gets once the
+    /// reversal is durable (none for a forward found at recovery).
+    answer: Option<(String, FluxMsg)>,
+}
+
+/// What waits for a record's group commit before it leaves.
+enum Held {
+    /// An issuer's reply to its terminal (`ANSWERED` record).
+    Reply { term_key: String, answer: FluxMsg },
+    /// A reversal to its issuer (`QUEUED` record), and the timeout answer
+    /// its terminal gets (none for a reversal found at recovery).
+    Reversal {
+        reversal: Box<Reversal>,
+        answer: Option<(String, FluxMsg)>,
+    },
+}
+
+/// Messages waiting for their record's group commit.
+struct Release {
+    commit: fluxrig_wal::Pending,
+    held: Held,
+    /// The LSN of the oldest record this keeps open (the request's
+    /// `FORWARDED`, or the reversal's `QUEUED`; 0: none).
+    pin_lsn: u64,
+}
+
+/// Whether a commit has resolved, without waiting.
+fn poll_now(
+    commit: &mut fluxrig_wal::Pending,
+) -> std::task::Poll<Result<fluxrig_wal::Lsn, fluxrig_wal::WalError>> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    std::pin::Pin::new(commit).poll(&mut cx)
+}
+
+/// Resolves when the oldest reply awaiting its commit may go (never, when
+/// none waits).
+async fn first_commit(
+    awaiting: &mut VecDeque<Release>,
+) -> Result<fluxrig_wal::Lsn, fluxrig_wal::WalError> {
+    match awaiting.front_mut() {
+        Some(r) => (&mut r.commit).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// What is remembered of a terminal key.
@@ -660,6 +750,14 @@ struct ConductorGear {
     log_dir: Option<PathBuf>,
     /// The reversal log, opened when the gear starts running.
     log: Option<ReversalLog>,
+    /// Replies wait for their `ANSWERED` record to be durable (and
+    /// forwards are recorded): `durable_replies`.
+    durable_replies: bool,
+    /// Replies waiting for their commit, in log order.
+    awaiting: VecDeque<Release>,
+    /// Forwards found unanswered in the log at start, reversed once the
+    /// ports are up.
+    unsettled: Vec<Unsettled>,
     /// When settled segments of the log were last removed.
     trimmed_at: Instant,
     seq: u64,
@@ -889,11 +987,69 @@ impl ConductorGear {
         }
     }
 
-    async fn on_request(&mut self, msg: FluxMsg, io: &Ports<'_>, now: Instant) {
+    /// Records a forward to `target` when replies are durable (not waited
+    /// for); its LSN, or 0.
+    async fn record_forward(
+        &mut self,
+        key: &str,
+        target: usize,
+        data: &Value,
+    ) -> Result<u64, GearError> {
+        match &self.log {
+            Some(log) if self.durable_replies => log
+                .forwarded(key, &self.targets[target], data)
+                .await
+                .map(fluxrig_wal::Lsn::get)
+                .map_err(GearError::Other),
+            _ => Ok(0),
+        }
+    }
+
+    /// Records that a forwarded request's terminal was answered without
+    /// the issuer (declined when no target could take it), not waited for:
+    /// a lost record costs one needless reversal after a crash.
+    async fn record_settled(
+        &mut self,
+        key: &str,
+        p: &Pending,
+        answer: &FluxMsg,
+    ) -> Result<(), GearError> {
+        if let Some(rec) = self.answered_record(key, p, answer)
+            && let Some(log) = &self.log
+        {
+            // Dropping the pending append does not cancel it.
+            drop(log.answered(&rec).await.map_err(GearError::Other)?);
+        }
+        Ok(())
+    }
+
+    /// The `ANSWERED` record of `answer` to the forwarded request `p`
+    /// (issuer-leg key `key`), when replies are durable.
+    fn answered_record(&self, key: &str, p: &Pending, answer: &FluxMsg) -> Option<AnsweredRecord> {
+        if !self.durable_replies || self.log.is_none() {
+            return None;
+        }
+        Some(AnsweredRecord {
+            key: key.to_owned(),
+            target: self.targets[p.target].to_string(),
+            terminal_key: p.term_key.clone(),
+            mti: Self::mti(&answer.data).to_owned(),
+            code: text(&self.spec, &answer.data, 39)
+                .unwrap_or_default()
+                .to_owned(),
+        })
+    }
+
+    async fn on_request(
+        &mut self,
+        msg: FluxMsg,
+        io: &Ports<'_>,
+        now: Instant,
+    ) -> Result<(), GearError> {
         let mti = Self::mti(&msg.data).to_owned();
         let Some(class) = mti_class(&mti) else {
             io.out.fail(msg, "no valid MTI").await;
-            return;
+            return Ok(());
         };
         let from_issuer = msg.meta.get(META_CONN).is_none();
         if class == "080" {
@@ -905,7 +1061,7 @@ impl ConductorGear {
             } else {
                 io.out.emit(io.terminals, a).await;
             }
-            return;
+            return Ok(());
         }
         if from_issuer {
             io.out
@@ -914,7 +1070,7 @@ impl ConductorGear {
                     "a request without meta iso8583.conn: only terminals' requests are switched",
                 )
                 .await;
-            return;
+            return Ok(());
         }
         let term_key = self.term_key(&class, &msg.data);
         match self.seen.get(&term_key) {
@@ -925,13 +1081,13 @@ impl ConductorGear {
                     .unwrap_or(Value::Null);
                 let a = Self::to_terminal(&msg, data, io.out);
                 io.out.emit(io.terminals, a).await;
-                return;
+                return Ok(());
             }
             Some(Seen::InFlight) => {
                 self.counts.duplicates += 1;
                 let a = self.answer(&msg, &self.duplicate_code, io.out);
                 io.out.emit(io.terminals, a).await;
-                return;
+                return Ok(());
             }
             None => {}
         }
@@ -940,7 +1096,7 @@ impl ConductorGear {
             let a = self.answer(&msg, &self.no_route_code, io.out);
             self.remember(term_key, &a, now);
             io.out.emit(io.terminals, a).await;
-            return;
+            return Ok(());
         };
         let issuer_key = self.issuer_key(&class, &msg.data);
         if self.pending.len() >= self.max_pending || self.pending.contains_key(&issuer_key) {
@@ -949,15 +1105,16 @@ impl ConductorGear {
             self.counts.duplicates += u64::from(self.pending.contains_key(&issuer_key));
             let a = self.answer(&msg, &self.duplicate_code, io.out);
             io.out.emit(io.terminals, a).await;
-            return;
+            return Ok(());
         }
         let Some(target) = self.pick(group, &[], now) else {
             let a = self.answer(&msg, &self.timeout_code, io.out);
             io.out.emit(io.terminals, a).await;
-            return;
+            return Ok(());
         };
         self.seq += 1;
         let fwd = self.to_target(msg.clone(), target);
+        let lsn = self.record_forward(&issuer_key, target, &msg.data).await?;
         self.outstanding[target] += 1;
         self.pending.insert(
             issuer_key.clone(),
@@ -968,6 +1125,7 @@ impl ConductorGear {
                 group,
                 target,
                 tried: vec![target],
+                lsn,
             },
         );
         self.deadlines
@@ -975,10 +1133,16 @@ impl ConductorGear {
         self.seen.insert(term_key, Seen::InFlight);
         self.counts.forwarded += 1;
         io.out.emit(io.issuers, fwd).await;
+        Ok(())
     }
 
     /// A request an `iso8583_io` client could not send: try the next target.
-    async fn on_send_failure(&mut self, msg: FluxMsg, io: &Ports<'_>, now: Instant) {
+    async fn on_send_failure(
+        &mut self,
+        msg: FluxMsg,
+        io: &Ports<'_>,
+        now: Instant,
+    ) -> Result<(), GearError> {
         let mti = Self::mti(&msg.data).to_owned();
         let class = mti_class(&mti).unwrap_or_default();
         let failed = msg
@@ -990,19 +1154,21 @@ impl ConductorGear {
         }
         if class == "040" || class == "042" {
             // A reversal: it stays queued and is repeated.
-            return;
+            return Ok(());
         }
         let issuer_key = self.issuer_key(&class, &msg.data);
         let Some(p) = self.pending.get_mut(&issuer_key) else {
-            return;
+            return Ok(());
         };
         if failed.is_some_and(|t| t != p.target) {
-            return;
+            return Ok(());
         }
         let (group, tried) = (p.group, p.tried.clone());
         match self.pick(group, &tried, now) {
             Some(next) => {
                 self.counts.failovers += 1;
+                // Recovery reverses towards the target tried last.
+                self.record_forward(&issuer_key, next, &msg.data).await?;
                 if let Some(p) = self.pending.get_mut(&issuer_key) {
                     self.outstanding[p.target] = self.outstanding[p.target].saturating_sub(1);
                     self.outstanding[next] += 1;
@@ -1016,14 +1182,21 @@ impl ConductorGear {
                 // Every target failed: decline now (nothing reached an issuer).
                 if let Some(p) = self.take_pending(&issuer_key) {
                     let a = self.answer(&p.request, &self.timeout_code, io.out);
+                    self.record_settled(&issuer_key, &p, &a).await?;
                     self.remember(p.term_key, &a, now);
                     io.out.emit(io.terminals, a).await;
                 }
             }
         }
+        Ok(())
     }
 
-    async fn on_response(&mut self, msg: FluxMsg, io: &Ports<'_>, now: Instant) {
+    async fn on_response(
+        &mut self,
+        msg: FluxMsg,
+        io: &Ports<'_>,
+        now: Instant,
+    ) -> Result<(), GearError> {
         let mti = Self::mti(&msg.data).to_owned();
         let class = mti_class(&mti).unwrap_or_default();
         let from = msg
@@ -1043,15 +1216,15 @@ impl ConductorGear {
             } else {
                 self.unmatched(&mti);
             }
-            return;
+            return Ok(());
         }
         let matches = from.is_some_and(|t| self.pending.get(&key).is_some_and(|p| p.target == t));
         if !matches {
             self.unmatched(&mti);
-            return;
+            return Ok(());
         }
         let Some(p) = self.take_pending(&key) else {
-            return;
+            return Ok(());
         };
         let mut data = msg.data;
         // The terminal gets its own key back, whatever the issuer echoed.
@@ -1066,9 +1239,86 @@ impl ConductorGear {
             }
         }
         let a = Self::to_terminal(&p.request, data, io.out);
-        self.remember(p.term_key, &a, now);
         self.counts.replied += 1;
+        if let Some(rec) = self.answered_record(&key, &p, &a)
+            && let Some(log) = &self.log
+        {
+            // Released by `release` once durable; until then a duplicate
+            // of the request finds it in flight (94), not answered.
+            let commit = log.answered(&rec).await.map_err(GearError::Other)?;
+            self.awaiting.push_back(Release {
+                commit,
+                held: Held::Reply {
+                    term_key: p.term_key,
+                    answer: a,
+                },
+                pin_lsn: p.lsn,
+            });
+            return Ok(());
+        }
+        self.remember(p.term_key, &a, now);
         io.out.emit(io.terminals, a).await;
+        Ok(())
+    }
+
+    /// Sends the replies whose records are durable: the oldest, whose
+    /// commit resolved with `first`, and every later one the same commit
+    /// (or an earlier-finished one) covered.
+    async fn release(
+        &mut self,
+        first: Result<fluxrig_wal::Lsn, fluxrig_wal::WalError>,
+        io: &Ports<'_>,
+        now: Instant,
+    ) -> Result<(), GearError> {
+        if let Err(e) = first {
+            // The log failed: these replies cannot be made durable. The
+            // terminals time out and reverse; the switch stops.
+            return Err(GearError::Other(format!(
+                "reversal log: a reply's record cannot be made durable: {e}"
+            )));
+        }
+        let mut done = self.awaiting.pop_front();
+        while let Some(r) = done {
+            match r.held {
+                Held::Reply { term_key, answer } => {
+                    self.remember(term_key, &answer, now);
+                    io.out.emit(io.terminals, answer).await;
+                }
+                Held::Reversal { reversal, answer } => {
+                    self.send_reversal(*reversal, answer, io, now).await;
+                }
+            }
+            done = None;
+            // Every LSN below this one is on disk: the replies the same
+            // commit covered go now, without a wake-up each.
+            let synced = self.log.as_ref().map_or(0, |l| l.synced_lsn().get());
+            if let Some(next) = self.awaiting.front_mut() {
+                if next.commit.last_lsn().get() < synced {
+                    done = self.awaiting.pop_front();
+                    continue;
+                }
+                match poll_now(&mut next.commit) {
+                    std::task::Poll::Ready(Ok(_)) => done = self.awaiting.pop_front(),
+                    std::task::Poll::Ready(Err(e)) => {
+                        return Err(GearError::Other(format!(
+                            "reversal log: a reply's record cannot be made durable: {e}"
+                        )));
+                    }
+                    std::task::Poll::Pending => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for every reply still awaiting its commit and sends it (at
+    /// shutdown, once the input is closed).
+    async fn release_all(&mut self, io: &Ports<'_>) -> Result<(), GearError> {
+        while !self.awaiting.is_empty() {
+            let first = first_commit(&mut self.awaiting).await;
+            self.release(first, io, Instant::now()).await?;
+        }
+        Ok(())
     }
 
     fn unmatched(&mut self, mti: &str) {
@@ -1093,22 +1343,29 @@ impl ConductorGear {
             if *at > now {
                 break;
             }
-            let Some((_, key, seq)) = self.deadlines.pop_front() else {
+            let Some((_, issuer_key, seq)) = self.deadlines.pop_front() else {
                 break;
             };
-            if self.pending.get(&key).is_none_or(|p| p.seq != seq) {
+            if self.pending.get(&issuer_key).is_none_or(|p| p.seq != seq) {
                 continue;
             }
-            let Some(p) = self.take_pending(&key) else {
+            let Some(p) = self.take_pending(&issuer_key) else {
                 continue;
             };
             self.counts.timeouts += 1;
             let a = self.answer(&p.request, &self.timeout_code, io.out);
-            self.remember(p.term_key.clone(), &a, now);
             let class = mti_class(Self::mti(&p.request.data)).unwrap_or_default();
             if class == "010" || class == "020" {
-                reverse.push((p, a));
+                // Remembered (for duplicates) when it is given: once the
+                // reversal is durable.
+                reverse.push(ToReverse {
+                    settles: (p.lsn != 0).then_some(issuer_key),
+                    request: p.request,
+                    target: p.target,
+                    answer: Some((p.term_key, a)),
+                });
             } else {
+                self.remember(p.term_key, &a, now);
                 io.out.emit(io.terminals, a).await;
             }
         }
@@ -1137,7 +1394,23 @@ impl ConductorGear {
             && now.duration_since(self.trimmed_at) >= TRIM_EVERY
         {
             self.trimmed_at = now;
-            let oldest = self.reversals.oldest_lsn().map(fluxrig_wal::Lsn);
+            let oldest = [
+                self.reversals.oldest_lsn(),
+                self.pending
+                    .values()
+                    .map(|p| p.lsn)
+                    .filter(|&l| l != 0)
+                    .min(),
+                self.awaiting
+                    .iter()
+                    .map(|r| r.pin_lsn)
+                    .filter(|&l| l != 0)
+                    .min(),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(fluxrig_wal::Lsn);
             if let Err(e) = log.trim(oldest) {
                 tracing::warn!(error = %e, "cannot remove settled reversal log segments");
             }
@@ -1145,18 +1418,17 @@ impl ConductorGear {
         Ok(())
     }
 
-    /// Queues the 0420 reversals of forwarded requests that timed out —
-    /// durably, in one group commit — then answers their terminals and
-    /// sends the reversals.
+    /// Queues the 0420 reversals of forwarded requests that timed out:
+    /// each is written to the log and waits in `awaiting` for its group
+    /// commit (the loop does not wait); once durable, `release` answers its
+    /// terminal and sends it.
     async fn reverse(
         &mut self,
-        timed_out: Vec<(Pending, FluxMsg)>,
+        timed_out: Vec<ToReverse>,
         io: &Ports<'_>,
         now: Instant,
     ) -> Result<(), GearError> {
-        let mut queued = Vec::with_capacity(timed_out.len());
-        let mut last = None;
-        for (p, answer) in timed_out {
+        for p in timed_out {
             let mut data = p.request.data.clone();
             if let Some(map) = data.as_map_mut() {
                 map.insert(MTI_KEY, "0420");
@@ -1172,41 +1444,58 @@ impl ConductorGear {
             msg.src = Some(io.out.ctx().entity);
             msg.ts = fluxrig_gear::now_ns();
             let msg = self.to_target(msg, p.target);
-            let mut lsn = 0;
-            if let Some(log) = &self.log {
-                let pending = log
-                    .queued(&key, &self.targets[p.target], &msg)
-                    .await
-                    .map_err(GearError::Other)?;
-                lsn = pending.lsn().get();
-                last = Some(pending);
-            }
-            queued.push((
-                Reversal {
-                    key,
-                    target: p.target,
-                    msg,
-                    attempts: 1,
-                    next_at: now + self.reversal_retry,
-                    lsn,
-                },
-                answer,
-            ));
-        }
-        // Records are synced in order: the last one durable means all are.
-        if let Some(pending) = last {
-            pending
+            let reversal = Reversal {
+                key,
+                target: p.target,
+                msg,
+                attempts: 1,
+                next_at: now + self.reversal_retry,
+                lsn: 0,
+            };
+            let Some(log) = &self.log else {
+                self.send_reversal(reversal, p.answer, io, now).await;
+                continue;
+            };
+            let commit = log
+                .queued(
+                    &reversal.key,
+                    &self.targets[p.target],
+                    &reversal.msg,
+                    p.settles.as_deref(),
+                )
                 .await
-                .map_err(|e| GearError::Other(format!("reversal log: {e}")))?;
-        }
-        for (r, answer) in queued {
-            io.out.emit(io.terminals, answer).await;
-            let msg = r.msg.clone();
-            self.reversals.push(r);
-            self.counts.reversals += 1;
-            io.out.emit(io.issuers, msg).await;
+                .map_err(GearError::Other)?;
+            let lsn = commit.lsn().get();
+            // Sent by `release` once durable; the loop goes on meanwhile.
+            self.awaiting.push_back(Release {
+                commit,
+                held: Held::Reversal {
+                    reversal: Box::new(Reversal { lsn, ..reversal }),
+                    answer: p.answer,
+                },
+                pin_lsn: lsn,
+            });
         }
         Ok(())
+    }
+
+    /// Answers a timed-out request's terminal (when there is one) and sends
+    /// its reversal, now in the queue.
+    async fn send_reversal(
+        &mut self,
+        r: Reversal,
+        answer: Option<(String, FluxMsg)>,
+        io: &Ports<'_>,
+        now: Instant,
+    ) {
+        if let Some((term_key, answer)) = answer {
+            self.remember(term_key, &answer, now);
+            io.out.emit(io.terminals, answer).await;
+        }
+        let msg = r.msg.clone();
+        self.reversals.push(r);
+        self.counts.reversals += 1;
+        io.out.emit(io.issuers, msg).await;
     }
 
     /// Opens the reversal log and queues again what it holds.
@@ -1217,9 +1506,10 @@ impl ConductorGear {
         if self.log.is_some() {
             return Ok(());
         }
-        let (log, restored) = ReversalLog::open(&dir).map_err(GearError::Other)?;
+        let (log, recovered) = ReversalLog::open(&dir).map_err(GearError::Other)?;
+        self.unsettled = recovered.unsettled;
         let (mut queued, mut orphans) = (0, 0);
-        for r in restored {
+        for r in recovered.reversals {
             let Some(target) = self.targets.iter().position(|t| *t == r.target) else {
                 orphans += 1;
                 continue;
@@ -1248,6 +1538,57 @@ impl ConductorGear {
             );
         }
         self.log = Some(log);
+        Ok(())
+    }
+
+    /// Reverses the forwards the log held unanswered at start: their
+    /// terminals never heard the issuer's answer (the reply is released only
+    /// once its record is durable), so whatever the issuer decided is
+    /// undone. Only authorizations and financials are reversed.
+    async fn reverse_unsettled(&mut self, io: &Ports<'_>, now: Instant) -> Result<(), GearError> {
+        let unsettled = std::mem::take(&mut self.unsettled);
+        if unsettled.is_empty() {
+            return Ok(());
+        }
+        let (mut reversible, mut others, mut orphans) = (Vec::new(), 0, 0);
+        for u in unsettled {
+            let class = mti_class(Self::mti(&u.data)).unwrap_or_default();
+            if class != "010" && class != "020" {
+                others += 1;
+                continue;
+            }
+            let Some(target) = self.targets.iter().position(|t| *t == u.target) else {
+                orphans += 1;
+                continue;
+            };
+            let mut request = FluxMsg::new(io.out.new_id(), u.data);
+            request.src = Some(io.out.ctx().entity);
+            reversible.push(ToReverse {
+                request,
+                target,
+                settles: Some(u.key),
+                answer: None,
+            });
+        }
+        if !reversible.is_empty() {
+            tracing::warn!(
+                requests = reversible.len(),
+                "requests forwarded before the restart were never answered to their terminals: reversing them (0420)"
+            );
+            self.reverse(reversible, io, now).await?;
+        }
+        if others > 0 {
+            tracing::info!(
+                requests = others,
+                "requests forwarded before the restart were never answered: not reversible, left to their terminals"
+            );
+        }
+        if orphans > 0 {
+            tracing::error!(
+                requests = orphans,
+                "unanswered requests name targets no longer configured: not reversed"
+            );
+        }
         Ok(())
     }
 
@@ -1280,6 +1621,15 @@ impl Gear for ConductorGear {
                 return Err(GearError::Other("conductor ports missing".to_owned()));
             };
             self.restore(Instant::now())?;
+            {
+                let (_, out) = io.split();
+                let ports = Ports {
+                    out,
+                    issuers,
+                    terminals,
+                };
+                self.reverse_unsettled(&ports, Instant::now()).await?;
+            }
             let mut last = self.counts;
             let mut report = tokio::time::interval(StdDuration::from_secs(10));
             loop {
@@ -1295,6 +1645,9 @@ impl Gear for ConductorGear {
                 tokio::select! {
                     () = tokio::time::sleep_until(wake) => {
                         self.on_tick(&ports, Instant::now()).await?;
+                    }
+                    first = first_commit(&mut self.awaiting), if !self.awaiting.is_empty() => {
+                        self.release(first, &ports, Instant::now()).await?;
                     }
                     _ = report.tick() => {
                         if self.counts != last {
@@ -1314,15 +1667,22 @@ impl Gear for ConductorGear {
                         let now = Instant::now();
                         let mti = Self::mti(&msg.data);
                         if msg.meta.get("error.reason").is_some() && msg.meta.get(META_TARGET).is_some() {
-                            self.on_send_failure(msg, &ports, now).await;
+                            self.on_send_failure(msg, &ports, now).await?;
                         } else if is_response(mti) {
-                            self.on_response(msg, &ports, now).await;
+                            self.on_response(msg, &ports, now).await?;
                         } else {
-                            self.on_request(msg, &ports, now).await;
+                            self.on_request(msg, &ports, now).await?;
                         }
                     }
                 }
             }
+            let (_, out) = io.split();
+            let ports = Ports {
+                out,
+                issuers,
+                terminals,
+            };
+            self.release_all(&ports).await?;
             Ok(())
         })
     }
@@ -1335,6 +1695,7 @@ mod tests {
     use fluxrig_iso8583::{MessageBuilder, to_value};
     use fluxrig_msg::FluxId;
 
+    use super::super::reversal_log::{LogRecord, read_records};
     use super::*;
 
     const CONFIG: &str =
@@ -1531,9 +1892,11 @@ mod tests {
             ),
         ];
         let kind = Typed::<Conductor>::new();
-        // The reversal log goes under the data dir: a temporary one.
+        // The reversal log goes under the data dir: a temporary one. Replies
+        // go out as they come (durable replies: the next tests).
         let dir = tempfile::tempdir().unwrap();
-        let run = TestKit::new(&kind, CONFIG)
+        let config = format!("{CONFIG}durable_replies: false\n");
+        let run = TestKit::new(&kind, &config)
             .base_dir(dir.path())
             .inputs(inputs)
             .run()
@@ -1584,6 +1947,141 @@ mod tests {
                 ("1", "0810", "TERM0001", "00"),
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_durable_reply_has_its_record_and_an_unanswered_forward_is_reversed_after_a_restart()
+    {
+        let visa = "4111111111111111";
+        let kind = Typed::<Conductor>::new();
+        let dir = tempfile::tempdir().unwrap();
+        let log_dir = dir.path().join("conductor/under_test/reversals");
+        let inputs = vec![
+            msg(
+                "0100",
+                visa,
+                "000001",
+                "TERM0001",
+                None,
+                &[(META_CONN, "1")],
+            ),
+            msg(
+                "0100",
+                visa,
+                "000002",
+                "TERM0001",
+                None,
+                &[(META_CONN, "1")],
+            ),
+            msg(
+                "0110",
+                visa,
+                "000001",
+                "TERM0001",
+                Some("00"),
+                &[(META_TARGET, "a")],
+            ),
+            // While the reply awaits its commit (or right after), a
+            // duplicate gets the answer or 94, never a second forward.
+            msg(
+                "0100",
+                visa,
+                "000001",
+                "TERM0001",
+                None,
+                &[(META_CONN, "2")],
+            ),
+        ];
+        // A long timeout: STAN 000002 stays unanswered when the run ends,
+        // as if the Rack died.
+        let config = format!("{CONFIG}timeout: 1h\n");
+        let run = TestKit::new(&kind, &config)
+            .base_dir(dir.path())
+            .inputs(inputs)
+            .run()
+            .await
+            .unwrap();
+        run.result.unwrap();
+        assert_eq!(run.outputs["issuers"].len(), 2);
+        let replies: Vec<_> = run.outputs["terminals"]
+            .iter()
+            .map(|m| {
+                (
+                    m.meta.get(META_CONN).unwrap(),
+                    field(m, &["trace", "stan"]).unwrap(),
+                    field(m, &["response", "code"]).unwrap(),
+                )
+            })
+            .collect();
+        assert!(replies.contains(&("1", "000001", "00")), "{replies:?}");
+        assert_eq!(replies.len(), 2, "{replies:?}");
+        let answered: Vec<AnsweredRecord> = read_records(&log_dir)
+            .unwrap()
+            .into_iter()
+            .filter_map(|r| match r {
+                LogRecord::Answered(a) => Some(a),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(answered.len(), 1, "{answered:?}");
+        assert_eq!(
+            (answered[0].mti.as_str(), answered[0].code.as_str()),
+            ("0110", "00")
+        );
+        assert!(
+            answered[0].terminal_key.contains("|000001|"),
+            "{answered:?}"
+        );
+
+        // The restart: STAN 000002 was forwarded and never answered, so it
+        // is reversed (0420, to the same target) before anything else.
+        let run = TestKit::new(&kind, &config)
+            .base_dir(dir.path())
+            .inputs(Vec::new())
+            .run()
+            .await
+            .unwrap();
+        run.result.unwrap();
+        let sent: Vec<_> = run.outputs["issuers"]
+            .iter()
+            .map(|m| {
+                (
+                    field(m, &["mti"]).unwrap(),
+                    field(m, &["trace", "stan"]).unwrap(),
+                    m.meta.get(META_TARGET).unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(sent, [("0420", "000002", "a")]);
+        assert!(run.outputs["terminals"].is_empty());
+
+        // Settled by its queued reversal: the next start does not reverse
+        // it again (the reversal itself waits for its 0430, as 0421).
+        let run = TestKit::new(&kind, &config)
+            .base_dir(dir.path())
+            .inputs(Vec::new())
+            .run()
+            .await
+            .unwrap();
+        run.result.unwrap();
+        assert!(
+            run.outputs["issuers"]
+                .iter()
+                .all(|m| field(m, &["mti"]) != Some("0420")),
+        );
+    }
+
+    #[tokio::test]
+    async fn durable_replies_need_durable_reversals() {
+        let kind = Typed::<Conductor>::new();
+        let dir = tempfile::tempdir().unwrap();
+        let config = format!("{CONFIG}durable_reversals: false\ndurable_replies: true\n");
+        let e = TestKit::new(&kind, &config)
+            .base_dir(dir.path())
+            .run()
+            .await
+            .unwrap_err();
+        assert!(e.contains("durable_replies"), "{e}");
     }
 
     #[test]

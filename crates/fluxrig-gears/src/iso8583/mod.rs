@@ -7,7 +7,7 @@
 pub(crate) mod codec;
 pub(crate) mod conductor;
 pub(crate) mod io;
-mod reversal_log;
+pub(crate) mod reversal_log;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};

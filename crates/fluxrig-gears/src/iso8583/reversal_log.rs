@@ -1,17 +1,28 @@
-//! The conductor's reversal queue on disk: a write-ahead log (the Rack's own
-//! WAL crate: CRC-framed, hash-chained, group-committed) of `QUEUED` and
-//! `ACKED` records in `<data>/conductor/<gear>/reversals/`.
+//! The conductor's log on disk: a write-ahead log (the Rack's own WAL
+//! crate: CRC-framed, hash-chained, group-committed) in
+//! `<data>/conductor/<gear>/reversals/` of its reversal queue (`QUEUED`,
+//! `ACKED`) and, with `durable_replies`, of its transactions (`FORWARDED`,
+//! `ANSWERED`).
 //!
 //! A reversal is `QUEUED` — and durable — before the terminal hears about
 //! the timeout and before its 0420 leaves; its 0430 writes `ACKED` without
 //! waiting for the sync (a lost `ACKED` costs one repeated 0421 after a
-//! crash, which the issuer answers again). At start the log is read back:
-//! every reversal queued and not acknowledged is in the queue again. Closed
-//! segments holding only settled reversals are removed.
+//! crash, which the issuer answers again).
 //!
-//! The records hold the reversal message as it is in the Rack (with the
-//! coat check in front of the conductor: tokens, not card data).
+//! A request is `FORWARDED` without waiting for the sync (the issuer is not
+//! kept waiting on the disk); the issuer's reply is `ANSWERED`, and the
+//! reply reaches the terminal only once that record is durable. A forward
+//! is settled by its `ANSWERED` or by the `QUEUED` reversal that names it.
+//!
+//! At start the log is read back: every reversal queued and not
+//! acknowledged is in the queue again, and every forward not settled is
+//! handed back (its terminal was never told the answer: the switch
+//! reverses it). Closed segments holding only settled records are removed.
+//!
+//! The records hold messages as they are in the Rack (with the coat check
+//! in front of the conductor: tokens, not card data).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use fluxrig_msg::{FluxMsg, Limits, Value};
@@ -21,9 +32,53 @@ use fluxrig_wal::{Lsn, Pending, Wal, WalOptions};
 const QUEUED: u8 = 1;
 /// Record kind: a reversal was acknowledged. Body: CBOR `[key, target]`.
 const ACKED: u8 = 2;
+/// Record kind: a request went to an issuer. Body: CBOR `[key, target,
+/// request data]` (the issuer-leg key; `data` as CBOR bytes).
+const FORWARDED: u8 = 3;
+/// Record kind: the terminal of a forwarded request is answered. Body:
+/// CBOR `[key, target, terminal key, MTI, DE 39]`.
+const ANSWERED: u8 = 4;
 
-/// Segments stay small: the queue is short-lived and trimmed by segment.
-const SEGMENT_SIZE: u64 = 1 << 20;
+/// Segments stay small enough to be removed soon after their records are
+/// settled (transactions live for seconds), large enough not to rotate
+/// many times a second under load.
+const SEGMENT_SIZE: u64 = 16 << 20;
+
+/// A forwarded request read back from the log with neither an answer nor
+/// a reversal: its terminal never heard the issuer's answer.
+#[derive(Debug)]
+pub(crate) struct Unsettled {
+    /// The issuer-leg key.
+    pub(crate) key: String,
+    /// The target's name.
+    pub(crate) target: String,
+    /// The request's `data`.
+    pub(crate) data: Value,
+}
+
+/// What the log holds that is not settled, read back at open.
+#[derive(Debug, Default)]
+pub(crate) struct Recovered {
+    /// Reversals still waiting for their 0430, oldest first.
+    pub(crate) reversals: Vec<Restored>,
+    /// Forwarded requests never answered nor reversed, oldest first.
+    pub(crate) unsettled: Vec<Unsettled>,
+}
+
+/// An `ANSWERED` record, as read by [`answered_records`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnsweredRecord {
+    /// The issuer-leg key.
+    pub key: String,
+    /// The target's name.
+    pub target: String,
+    /// The terminal key (the correlation key over all its elements).
+    pub terminal_key: String,
+    /// The reply's MTI.
+    pub mti: String,
+    /// The reply's DE 39.
+    pub code: String,
+}
 
 /// A reversal read back from the log.
 #[derive(Debug)]
@@ -50,11 +105,104 @@ fn bad(dir: &Path, lsn: Lsn, what: &str) -> String {
     )
 }
 
+/// The items of a record's CBOR array.
+fn record_items(dir: &Path, rec: &fluxrig_wal::Record) -> Result<Vec<Value>, String> {
+    let body = fluxrig_msg::cbor::from_slice(&rec.body, Limits::default())
+        .map_err(|e| bad(dir, rec.lsn, &format!("is not CBOR: {e}")))?;
+    match body {
+        Value::Array(items) => Ok(items),
+        _ => Err(bad(dir, rec.lsn, "is not an array")),
+    }
+}
+
+fn item_text(dir: &Path, lsn: Lsn, items: &[Value], i: usize) -> Result<String, String> {
+    match items.get(i) {
+        Some(Value::Text(t)) => Ok(t.to_string()),
+        _ => Err(bad(dir, lsn, &format!("has no text at item {i}"))),
+    }
+}
+
+/// A record of a conductor's log, as read by [`read_records`] (message
+/// bodies left out).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LogRecord {
+    /// A reversal was queued (durable before it left).
+    Queued {
+        /// The reversal's issuer-leg key.
+        key: String,
+        /// The target's name.
+        target: String,
+        /// The issuer-leg key of the forward it settles, if recorded.
+        settles: Option<String>,
+    },
+    /// A reversal was acknowledged (0430).
+    Acked {
+        /// The reversal's issuer-leg key.
+        key: String,
+        /// The target's name.
+        target: String,
+    },
+    /// A request went to an issuer.
+    Forwarded {
+        /// The request's issuer-leg key.
+        key: String,
+        /// The target's name.
+        target: String,
+    },
+    /// A forwarded request's terminal was answered.
+    Answered(AnsweredRecord),
+}
+
+/// Every record of the conductor log in `dir`, oldest first, read without
+/// opening it for writing (complete records only: a torn tail ends the
+/// read). For tools and tests that check what a conductor made durable.
+///
+/// # Errors
+///
+/// The log cannot be read, or holds a record that is not the conductor's.
+pub fn read_records(dir: &Path) -> Result<Vec<LogRecord>, String> {
+    let reader = fluxrig_wal::WalReader::open(dir, Lsn::FIRST)
+        .map_err(|e| format!("reversal log {}: {e}", dir.display()))?;
+    let mut out = Vec::new();
+    for rec in reader {
+        let rec = rec.map_err(|e| format!("reversal log {}: {e}", dir.display()))?;
+        let items = record_items(dir, &rec)?;
+        let text = |i: usize| item_text(dir, rec.lsn, &items, i);
+        let (key, target) = (text(0)?, text(1)?);
+        out.push(match rec.kind {
+            QUEUED => LogRecord::Queued {
+                key,
+                target,
+                settles: match items.get(3) {
+                    Some(Value::Text(t)) => Some(t.to_string()),
+                    _ => None,
+                },
+            },
+            ACKED => LogRecord::Acked { key, target },
+            FORWARDED => LogRecord::Forwarded { key, target },
+            ANSWERED => LogRecord::Answered(AnsweredRecord {
+                key,
+                target,
+                terminal_key: text(2)?,
+                mti: text(3)?,
+                code: text(4)?,
+            }),
+            k => return Err(bad(dir, rec.lsn, &format!("has unknown kind {k}"))),
+        });
+    }
+    Ok(out)
+}
+
 impl ReversalLog {
-    /// Opens (or creates) the log in `dir` and reads back the reversals
-    /// still waiting for their 0430, oldest first.
-    pub(crate) fn open(dir: &Path) -> Result<(ReversalLog, Vec<Restored>), String> {
-        let (wal, report) = Wal::open(dir, WalOptions::default().segment_size(SEGMENT_SIZE))
+    /// Opens (or creates) the log in `dir` and reads back what is not
+    /// settled.
+    pub(crate) fn open(dir: &Path) -> Result<(ReversalLog, Recovered), String> {
+        ReversalLog::open_sized(dir, SEGMENT_SIZE)
+    }
+
+    fn open_sized(dir: &Path, segment_size: u64) -> Result<(ReversalLog, Recovered), String> {
+        let (wal, report) = Wal::open(dir, WalOptions::default().segment_size(segment_size))
             .map_err(|e| format!("reversal log {}: {e}", dir.display()))?;
         if let Some(t) = &report.torn_tail {
             tracing::warn!(dir = %dir.display(), torn = ?t, "reversal log: cut off a torn tail left by a crash");
@@ -63,19 +211,13 @@ impl ReversalLog {
             .read_from(wal.first_lsn())
             .map_err(|e| format!("reversal log {}: {e}", dir.display()))?;
         let mut open: Vec<Option<Restored>> = Vec::new();
-        let mut by_key: std::collections::HashMap<(String, String), usize> =
-            std::collections::HashMap::new();
+        let mut by_key: HashMap<(String, String), usize> = HashMap::new();
+        let mut forwards: Vec<Option<Unsettled>> = Vec::new();
+        let mut forward_by_key: HashMap<String, usize> = HashMap::new();
         for rec in reader {
             let rec = rec.map_err(|e| format!("reversal log {}: {e}", dir.display()))?;
-            let body = fluxrig_msg::cbor::from_slice(&rec.body, Limits::default())
-                .map_err(|e| bad(dir, rec.lsn, &format!("is not CBOR: {e}")))?;
-            let Value::Array(items) = body else {
-                return Err(bad(dir, rec.lsn, "is not an array"));
-            };
-            let text = |i: usize| match items.get(i) {
-                Some(Value::Text(t)) => Ok(t.to_string()),
-                _ => Err(bad(dir, rec.lsn, &format!("has no text at item {i}"))),
-            };
+            let items = record_items(dir, &rec)?;
+            let text = |i: usize| item_text(dir, rec.lsn, &items, i);
             let id = (text(0)?, text(1)?);
             match rec.kind {
                 QUEUED => {
@@ -84,6 +226,12 @@ impl ReversalLog {
                     };
                     let msg = FluxMsg::from_cbor(b)
                         .map_err(|e| bad(dir, rec.lsn, &format!("holds a bad message: {e}")))?;
+                    // The forward this reversal settles (absent in old logs).
+                    if let Some(Value::Text(f)) = items.get(3)
+                        && let Some(i) = forward_by_key.remove(f.as_str())
+                    {
+                        forwards[i] = None;
+                    }
                     if let Some(old) = by_key.insert(id.clone(), open.len()) {
                         open[old] = None;
                     }
@@ -99,6 +247,27 @@ impl ReversalLog {
                         open[i] = None;
                     }
                 }
+                FORWARDED => {
+                    let Some(Value::Bytes(b)) = items.get(2) else {
+                        return Err(bad(dir, rec.lsn, "has no request"));
+                    };
+                    let data = fluxrig_msg::cbor::from_slice(b, Limits::default())
+                        .map_err(|e| bad(dir, rec.lsn, &format!("holds a bad request: {e}")))?;
+                    // A later forward of the same key (failover) replaces it.
+                    if let Some(old) = forward_by_key.insert(id.0.clone(), forwards.len()) {
+                        forwards[old] = None;
+                    }
+                    forwards.push(Some(Unsettled {
+                        key: id.0,
+                        target: id.1,
+                        data,
+                    }));
+                }
+                ANSWERED => {
+                    if let Some(i) = forward_by_key.remove(&id.0) {
+                        forwards[i] = None;
+                    }
+                }
                 k => return Err(bad(dir, rec.lsn, &format!("has unknown kind {k}"))),
             }
         }
@@ -106,25 +275,36 @@ impl ReversalLog {
             wal,
             dir: dir.to_path_buf(),
         };
-        Ok((log, open.into_iter().flatten().collect()))
+        let recovered = Recovered {
+            reversals: open.into_iter().flatten().collect(),
+            unsettled: forwards.into_iter().flatten().collect(),
+        };
+        Ok((log, recovered))
     }
 
     fn err(&self, e: &fluxrig_wal::WalError) -> String {
         format!("reversal log {}: {e}", self.dir.display())
     }
 
-    /// Records a queued reversal; await the result for durability.
+    /// Records a queued reversal, and the forward it settles (the
+    /// issuer-leg key of the request it reverses, when that was recorded);
+    /// await the result for durability.
     pub(crate) async fn queued(
         &self,
         key: &str,
         target: &str,
         msg: &FluxMsg,
+        settles: Option<&str>,
     ) -> Result<Pending, String> {
-        let body = fluxrig_msg::cbor::to_vec(&Value::Array(vec![
+        let mut items = vec![
             Value::text(key),
             Value::text(target),
             Value::Bytes(msg.to_cbor().into()),
-        ]));
+        ];
+        if let Some(f) = settles {
+            items.push(Value::text(f));
+        }
+        let body = fluxrig_msg::cbor::to_vec(&Value::Array(items));
         self.wal
             .submit(QUEUED, body)
             .await
@@ -143,8 +323,50 @@ impl ReversalLog {
             .map_err(|e| self.err(&e))
     }
 
+    /// Every record below this LSN is on disk.
+    pub(crate) fn synced_lsn(&self) -> Lsn {
+        self.wal.synced_lsn()
+    }
+
+    /// Records a request forwarded to `target` (not waited for: the issuer
+    /// never waits on the disk); returns its LSN.
+    pub(crate) async fn forwarded(
+        &self,
+        key: &str,
+        target: &str,
+        data: &Value,
+    ) -> Result<Lsn, String> {
+        let body = fluxrig_msg::cbor::to_vec(&Value::Array(vec![
+            Value::text(key),
+            Value::text(target),
+            Value::Bytes(fluxrig_msg::cbor::to_vec(data).into()),
+        ]));
+        // Dropping the pending append does not cancel it.
+        self.wal
+            .submit(FORWARDED, body)
+            .await
+            .map(|p| p.lsn())
+            .map_err(|e| self.err(&e))
+    }
+
+    /// Records the answer a forwarded request's terminal gets; await the
+    /// result before the answer leaves.
+    pub(crate) async fn answered(&self, rec: &AnsweredRecord) -> Result<Pending, String> {
+        let body = fluxrig_msg::cbor::to_vec(&Value::Array(vec![
+            Value::text(rec.key.as_str()),
+            Value::text(rec.target.as_str()),
+            Value::text(rec.terminal_key.as_str()),
+            Value::text(rec.mti.as_str()),
+            Value::text(rec.code.as_str()),
+        ]));
+        self.wal
+            .submit(ANSWERED, body)
+            .await
+            .map_err(|e| self.err(&e))
+    }
+
     /// Removes closed segments that hold nothing older than `oldest_open`
-    /// (the LSN of the oldest reversal still waiting; `None`: none waits).
+    /// (the LSN of the oldest record still open; `None`: none is).
     pub(crate) fn trim(&self, oldest_open: Option<Lsn>) -> Result<usize, String> {
         let through = match oldest_open {
             Some(l) if l.get() == 0 => return Ok(0),
@@ -173,10 +395,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("rev");
         {
-            let (log, restored) = ReversalLog::open(&path).unwrap();
-            assert!(restored.is_empty());
+            let (log, restored) = ReversalLog::open_sized(&path, 1 << 20).unwrap();
+            assert!(restored.reversals.is_empty() && restored.unsettled.is_empty());
             for n in 0..3 {
-                log.queued(&format!("k{n}"), "a", &msg(n))
+                log.queued(&format!("k{n}"), "a", &msg(n), None)
                     .await
                     .unwrap()
                     .await
@@ -188,9 +410,10 @@ mod tests {
             log.wal.sync().await.unwrap();
             // Dropped without close: as after a crash.
         }
-        let (log, restored) = ReversalLog::open(&path).unwrap();
-        let oldest = restored[0].lsn;
+        let (log, restored) = ReversalLog::open_sized(&path, 1 << 20).unwrap();
+        let oldest = restored.reversals[0].lsn;
         let got: Vec<(String, String, FluxMsg)> = restored
+            .reversals
             .into_iter()
             .map(|r| (r.key, r.target, r.msg))
             .collect();
@@ -205,7 +428,11 @@ mod tests {
         let big = FluxMsg::new(FluxId::from_raw(9), Value::Bytes(vec![7u8; 100_000].into()));
         for n in 0..30 {
             let k = format!("x{n}");
-            log.queued(&k, "a", &big).await.unwrap().await.unwrap();
+            log.queued(&k, "a", &big, None)
+                .await
+                .unwrap()
+                .await
+                .unwrap();
             log.acked(&k, "a").await.unwrap();
         }
         log.wal.sync().await.unwrap();
@@ -217,7 +444,59 @@ mod tests {
         log.acked("k2", "a").await.unwrap();
         assert_eq!(log.trim(None).unwrap(), before - 1);
         drop(log);
-        assert!(ReversalLog::open(&path).unwrap().1.is_empty());
+        assert!(ReversalLog::open(&path).unwrap().1.reversals.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_forward_comes_back_unless_answered_or_reversed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rev");
+        let data = |n: u64| Value::text(format!("request {n}"));
+        let answered = |key: &str| AnsweredRecord {
+            key: key.to_owned(),
+            target: "a".to_owned(),
+            terminal_key: format!("010|{key}|TERM0001"),
+            mti: "0110".to_owned(),
+            code: "00".to_owned(),
+        };
+        {
+            let (log, _) = ReversalLog::open(&path).unwrap();
+            for n in 0..4 {
+                log.forwarded(&format!("f{n}"), "a", &data(n))
+                    .await
+                    .unwrap();
+            }
+            // f1 failed over to b: the later forward counts.
+            log.forwarded("f1", "b", &data(1)).await.unwrap();
+            log.answered(&answered("f0")).await.unwrap().await.unwrap();
+            log.queued("r2", "a", &msg(2), Some("f2"))
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+            // Dropped without close: as after a crash.
+        }
+        let (log, recovered) = ReversalLog::open(&path).unwrap();
+        let left: Vec<(String, String, Value)> = recovered
+            .unsettled
+            .into_iter()
+            .map(|u| (u.key, u.target, u.data))
+            .collect();
+        assert_eq!(
+            left,
+            [
+                ("f3".to_owned(), "a".to_owned(), data(3)),
+                ("f1".to_owned(), "b".to_owned(), data(1)),
+            ]
+        );
+        assert_eq!(recovered.reversals.len(), 1);
+        drop(log);
+        let answers: Vec<LogRecord> = read_records(&path)
+            .unwrap()
+            .into_iter()
+            .filter(|r| matches!(r, LogRecord::Answered(_)))
+            .collect();
+        assert_eq!(answers, [LogRecord::Answered(answered("f0"))]);
     }
 
     #[test]

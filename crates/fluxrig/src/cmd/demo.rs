@@ -1,7 +1,8 @@
 //! `fluxrig demo`: the payment switch of `examples/payment-switch.yaml`
 //! with two issuer simulators, under load, with a live display and a
 //! summary. Everything runs as child processes of this binary, on the
-//! example's addresses, and is stopped at the end.
+//! example's addresses (or those given by `--acquirer`, `--issuer-a`,
+//! `--issuer-b`), and is stopped at the end.
 
 use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -40,6 +41,15 @@ pub(crate) struct DemoArgs {
     /// Where the demo keeps its logs and the Rack's data.
     #[arg(long, default_value = "data/demo")]
     dir: PathBuf,
+    /// Where the switch listens for terminals (the example's address by default).
+    #[arg(long, default_value = ACQUIRER)]
+    acquirer: SocketAddr,
+    /// Where issuer A's simulator listens (cards starting with 4).
+    #[arg(long, default_value = ISSUERS[0].1)]
+    issuer_a: SocketAddr,
+    /// Where issuer B's simulator listens (cards starting with 5).
+    #[arg(long, default_value = ISSUERS[1].1)]
+    issuer_b: SocketAddr,
 }
 
 /// Child processes, killed (and reaped) when dropped.
@@ -91,12 +101,14 @@ pub(crate) fn run(args: &DemoArgs) -> CmdResult {
             "--tps, --concurrency and --duration must be above zero"
         )));
     }
-    for addr in [ACQUIRER, ISSUERS[0].1, ISSUERS[1].1] {
+    let issuers = [("A", args.issuer_a), ("B", args.issuer_b)];
+    for addr in [args.acquirer, args.issuer_a, args.issuer_b] {
         if TcpListener::bind(addr).is_err() {
             return Err(Failure::from(anyhow::anyhow!(
-                "{addr} is in use: the demo needs the example's addresses ({ACQUIRER}, {}, {})",
-                ISSUERS[0].1,
-                ISSUERS[1].1
+                "{addr} is in use: the demo needs {}, {} and {} (other addresses: --acquirer, --issuer-a, --issuer-b)",
+                args.acquirer,
+                args.issuer_a,
+                args.issuer_b
             )));
         }
     }
@@ -104,15 +116,20 @@ pub(crate) fn run(args: &DemoArgs) -> CmdResult {
     let dir = &args.dir;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let scenario = dir.join("payment-switch.yaml");
-    std::fs::write(&scenario, SCENARIO).context("writing the scenario")?;
+    // The example, moved to the addresses asked for (unchanged by default).
+    let text = SCENARIO
+        .replace(ACQUIRER, &args.acquirer.to_string())
+        .replace(ISSUERS[0].1, &args.issuer_a.to_string())
+        .replace(ISSUERS[1].1, &args.issuer_b.to_string());
+    std::fs::write(&scenario, text).context("writing the scenario")?;
 
     let mut children = Children(Vec::new());
     let mut logs = Vec::new();
-    for (name, addr) in ISSUERS {
+    for (name, addr) in issuers {
         let log = dir.join(format!("issuer-{}.jsonl", name.to_ascii_lowercase()));
         let _ = std::fs::remove_file(&log);
         let mut cmd = Command::new(&exe);
-        cmd.args(["iso8583", "issuer", "--listen", addr, "--log"])
+        cmd.args(["iso8583", "issuer", "--listen", &addr.to_string(), "--log"])
             .arg(&log);
         children.0.push(spawn(
             &mut cmd,
@@ -133,11 +150,11 @@ pub(crate) fn run(args: &DemoArgs) -> CmdResult {
 
     println!("fluxrig demo: a payment switch between terminals and two issuers");
     println!(
-        "  terminals -> {ACQUIRER} -> PAN 4… issuer A {}, PAN 5… issuer B {}",
-        ISSUERS[0].1, ISSUERS[1].1
+        "  terminals -> {} -> PAN 4… issuer A {}, PAN 5… issuer B {}",
+        args.acquirer, args.issuer_a, args.issuer_b
     );
     println!("  logs in {}", dir.display());
-    let acquirer: SocketAddr = ACQUIRER.parse().context("acquirer address")?;
+    let acquirer = args.acquirer;
     wait_for("the switch to listen", Duration::from_secs(30), || {
         TcpStream::connect(acquirer).is_ok()
     })
@@ -179,7 +196,7 @@ pub(crate) fn run(args: &DemoArgs) -> CmdResult {
     if args.silent_every > 0 {
         std::thread::sleep(Duration::from_secs(3));
     }
-    for ((name, addr), log) in ISSUERS.iter().zip(&logs) {
+    for ((name, addr), log) in issuers.iter().zip(&logs) {
         println!(
             "issuer {name} ({addr}): {} authorizations, {} reversals, {} repeats",
             count(log, "0100"),
