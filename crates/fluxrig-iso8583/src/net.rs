@@ -17,6 +17,9 @@ pub enum NetError {
     /// The peer closed the connection in the middle of a frame.
     #[error("connection closed inside a frame ({0} bytes pending)")]
     Truncated(usize),
+    /// No complete frame arrived for this long (an idle or stalled peer).
+    #[error("no complete frame for {0:?}")]
+    Idle(std::time::Duration),
 }
 
 /// Reads frames from a byte stream into one reused buffer.

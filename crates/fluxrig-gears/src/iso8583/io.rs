@@ -86,6 +86,10 @@ fn default_max_connections() -> usize {
     10_000
 }
 
+fn default_idle_timeout() -> Duration {
+    Duration(StdDuration::from_mins(5))
+}
+
 fn default_echo() -> Duration {
     Duration(StdDuration::from_secs(30))
 }
@@ -150,6 +154,12 @@ pub struct Iso8583IoConfig {
     /// Server: most terminal connections at once (more wait to be accepted).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Server: a terminal connection with no complete frame either way for
+    /// this long (idle, or stalled inside a frame) is closed and counted;
+    /// keep it above the time a reply may take (the conductor's timeout).
+    /// `0s` keeps idle connections open forever.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: Duration,
     /// Client: the dialect of the 0800 sign-on and echo messages.
     #[serde(default = "default_spec")]
     pub spec: String,
@@ -214,7 +224,9 @@ impl GearKind for Iso8583Io {
         turn; with no connection up it goes to `error` (a `conductor` wired to it fails over). Replies \
         leave by `out` with `iso8583.target` and `iso8583.conn` set.\n\n\
         A frame over `max_frame` or with a bad length prefix closes that connection only; such closes are \
-        counted and logged (WARN, without content).\n\n\
+        counted and logged (WARN, without content). A terminal connection with no complete frame in \
+        either direction for `idle_timeout` (idle, or stalled inside a frame) is closed, counted and logged \
+        (INFO); keep it above the longest a reply may take.\n\n\
         **TLS** (`tls`, rustls): a server presents `cert`/`key` and, with `ca`, requires terminals to present \
         a certificate signed by it (mTLS); a client trusts `ca` and presents `cert`/`key` when given (mTLS). \
         Files are PEM, relative to the scenario.";
@@ -341,7 +353,10 @@ impl GearKind for Iso8583Io {
                     listener: Some(l),
                     framing,
                     max_connections: config.max_connections.max(1),
+                    idle_timeout: (!config.idle_timeout.0.is_zero())
+                        .then_some(config.idle_timeout.0),
                     bad: Arc::default(),
+                    idle: Arc::default(),
                 }))
             }
             IoMode::Client => {
@@ -435,6 +450,7 @@ async fn connection(
     mut writes: mpsc::Receiver<Bytes>,
     filter: Option<&FrameFilter>,
     stats: &GearStats,
+    idle: Option<StdDuration>,
 ) -> Result<(), NetError> {
     /// Counts the connection open while it lives.
     struct Open<'a>(&'a GearStats);
@@ -448,10 +464,19 @@ async fn connection(
     let (rd, mut wr) = tokio::io::split(stream);
     let mut reader = FrameReader::new(rd, framing);
     let mut out = Vec::with_capacity(4096);
+    let idle_for = idle.unwrap_or(StdDuration::MAX);
+    let mut deadline = idle.map(|d| tokio::time::Instant::now() + d);
     loop {
         tokio::select! {
+            () = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => return Err(NetError::Idle(idle_for)),
             frame = reader.next_frame() => {
                 let Some(f) = frame? else { return Ok(()) };
+                deadline = idle.map(|d| tokio::time::Instant::now() + d);
                 let mut batch = vec![(Bytes::copy_from_slice(f.header), Bytes::copy_from_slice(f.message))];
                 while let Some(f) = reader.buffered_frame()? {
                     batch.push((Bytes::copy_from_slice(f.header), Bytes::copy_from_slice(f.message)));
@@ -479,15 +504,21 @@ async fn connection(
                 }
                 wr.write_all(&out).await?;
                 stats.add_bytes_out(out.len() as u64);
+                deadline = idle.map(|d| tokio::time::Instant::now() + d);
             }
         }
     }
 }
 
-/// Counts and logs a connection closed for a bad frame or an I/O error.
-fn closed(bad: &AtomicU64, side: &str, peer: &str, r: &Result<(), NetError>) {
+/// Counts and logs a connection closed for a bad frame, for being idle
+/// (`idle`: the counter of those) or for an I/O error.
+fn closed(bad: &AtomicU64, idle: &AtomicU64, side: &str, peer: &str, r: &Result<(), NetError>) {
     match r {
         Ok(()) => tracing::debug!(%peer, "{side} connection closed"),
+        Err(e @ NetError::Idle(_)) => {
+            let n = idle.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::info!(%peer, reason = %e, closed_idle = n, "{side} connection closed: idle");
+        }
         Err(NetError::Frame(e)) => {
             let n = bad.fetch_add(1, Ordering::Relaxed) + 1;
             tracing::warn!(%peer, reason = %e, closed_for_bad_frames = n, "{side} connection closed: bad frame");
@@ -605,7 +636,10 @@ struct ServerGear {
     listener: Option<std::net::TcpListener>,
     framing: Framing,
     max_connections: usize,
+    idle_timeout: Option<StdDuration>,
     bad: Arc<AtomicU64>,
+    /// Connections closed by `idle_timeout`.
+    idle: Arc<AtomicU64>,
 }
 
 /// Writes a reply to the connection it names; the reason when it cannot.
@@ -684,6 +718,8 @@ impl ServerGear {
                     conns.insert(conn, wtx);
                     let events = events_tx.clone();
                     let bad = Arc::clone(&self.bad);
+                    let idle_closes = Arc::clone(&self.idle);
+                    let idle = self.idle_timeout;
                     let tls = self.tls.clone();
                     let stats = Arc::clone(&out.ctx().stats);
                     tasks.spawn(async move {
@@ -705,8 +741,8 @@ impl ServerGear {
                                 }
                             },
                         };
-                        let r = connection(stream, conn, Arc::clone(&peer), framing, &events, wrx, None, &stats).await;
-                        closed(&bad, "terminal", &peer, &r);
+                        let r = connection(stream, conn, Arc::clone(&peer), framing, &events, wrx, None, &stats, idle).await;
+                        closed(&bad, &idle_closes, "terminal", &peer, &r);
                         let _ = events.send(Event::Down { conn }).await;
                     }.in_current_span());
                 }
@@ -899,9 +935,9 @@ async fn keep_connected(
         let r = tokio::select! {
             () = cancel.cancelled() => return,
             () = echo => Ok(()),
-            r = connection(stream, conn, Arc::clone(&peer), framing, &events, wrx, Some(&filter), &stats) => r,
+            r = connection(stream, conn, Arc::clone(&peer), framing, &events, wrx, Some(&filter), &stats, None) => r,
         };
-        closed(&bad, "issuer", &peer, &r);
+        closed(&bad, &AtomicU64::new(0), "issuer", &peer, &r);
         if events.send(Event::Down { conn }).await.is_err() {
             return;
         }
