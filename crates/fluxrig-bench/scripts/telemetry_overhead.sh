@@ -7,7 +7,9 @@
 #                JSON copy of every message enrich emits;
 #   otlp         full OTLP export to a local receiver (examples/otlp_sink.rs):
 #                a span for every hop of every message (--trace-sample 1),
-#                metrics every second, plus the metrics listener scraped.
+#                metrics every second, plus the metrics listener scraped;
+#   otlp-1%      the same with --trace-sample 0.01 (failed and slow hops are
+#                still all exported).
 # ROUNDS rounds of N messages each; wall time of the whole process.
 #
 # Usage: crates/fluxrig-bench/scripts/telemetry_overhead.sh   (from the repository root)
@@ -59,9 +61,10 @@ sink=$!
 # and metrics go to the local OTLP receiver. Prints msg/s.
 on() {
   local data=$work/on-$RANDOM$RANDOM t0 t1 rack tail= scrapes=0 otlp=()
-  if [ "$2" = otlp ]; then
-    otlp=(--otlp-endpoint "http://127.0.0.1:$otlp_port" --otlp-interval 1s --trace-sample 1)
-  fi
+  case "$2" in
+    otlp) otlp=(--otlp-endpoint "http://127.0.0.1:$otlp_port" --otlp-interval 1s --trace-sample 1) ;;
+    otlp1) otlp=(--otlp-endpoint "http://127.0.0.1:$otlp_port" --otlp-interval 1s --trace-sample 0.01) ;;
+  esac
   t0=$(now)
   FLUXRIG_LOG=warn "$FLUXRIG" run "$work/s.yaml" --data "$data" --quiet \
     --metrics-listen "127.0.0.1:$port" "${otlp[@]}" &
@@ -92,8 +95,9 @@ for i in $(seq "$ROUNDS"); do
   read -r m ms < <(on 0.1 -)
   read -r t ts < <(on 0.1 tail)
   read -r o os < <(on 0.1 otlp)
-  echo "round $i: off $off | metrics $m ($(pct "$m" "$off") %, $ms scrapes) | metrics+tail $t ($(pct "$t" "$off") %, $(wc -l < "$work/tail.jsonl") tailed) | otlp $o ($(pct "$o" "$off") %)"
+  read -r o1 o1s < <(on 0.1 otlp1)
+  echo "round $i: off $off | metrics $m ($(pct "$m" "$off") %, $ms scrapes) | metrics+tail $t ($(pct "$t" "$off") %, $(wc -l < "$work/tail.jsonl") tailed) | otlp $o ($(pct "$o" "$off") %) | otlp-1% $o1 ($(pct "$o1" "$off") %)"
 done
 kill -TERM $sink; wait $sink || true
 echo "== OTLP receiver totals (all otlp runs): $(cat "$work/otlp_sink.out")"
-echo "   spans expected: $((ROUNDS * N * 3)) (3 hops per message; fewer = dropped by the bounded queue, counted in fluxrig_telemetry_dropped_total)"
+echo "   spans expected: $((ROUNDS * N * 3)) with sampling 1 plus about 1 % of that with 0.01 (3 hops per message; fewer = dropped by the bounded queue, counted in fluxrig_telemetry_dropped_total)"
