@@ -145,6 +145,13 @@ impl MetricsService for Grpc {
 
 /// An OTLP/gRPC receiver on a free loopback port.
 fn grpc_collector() -> (String, Shared, tokio::runtime::Runtime) {
+    grpc_collector_with(None)
+}
+
+/// An OTLP/gRPC receiver; with `tls`, over TLS with this server identity
+/// (`server.pem`, `server.key` in the directory), requiring a client
+/// certificate signed by its `ca.pem` (mTLS).
+fn grpc_collector_with(tls: Option<&Path>) -> (String, Shared, tokio::runtime::Runtime) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let rx: Shared = Arc::default();
     let listener = rt
@@ -152,13 +159,25 @@ fn grpc_collector() -> (String, Shared, tokio::runtime::Runtime) {
         .unwrap();
     let addr = listener.local_addr().unwrap();
     let svc = Grpc(Arc::clone(&rx));
+    let mut server = tonic::transport::Server::builder();
+    if let Some(d) = tls {
+        let read = |f: &str| std::fs::read(d.join(f)).unwrap();
+        let config = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(
+                read("server.pem"),
+                read("server.key"),
+            ))
+            .client_ca_root(tonic::transport::Certificate::from_pem(read("ca.pem")));
+        server = server.tls_config(config).unwrap();
+    }
+    let scheme = if tls.is_some() { "https" } else { "http" };
     rt.spawn(
-        tonic::transport::Server::builder()
+        server
             .add_service(TraceServiceServer::new(svc.clone()))
             .add_service(MetricsServiceServer::new(svc))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
-    (format!("http://{addr}"), rx, rt)
+    (format!("{scheme}://{addr}"), rx, rt)
 }
 
 /// Runs `fluxrig run` on a scenario until it exits (it runs `--for`).
@@ -439,6 +458,69 @@ fn grpc_export_with_sampling_off_still_keeps_every_failure() {
         )
     };
     assert_eq!(port("out"), Some(180));
+}
+
+#[test]
+fn grpc_export_over_mutual_tls() {
+    let certs = tempfile::tempdir().unwrap();
+    fluxrig_test_support::certificates(certs.path());
+    let (endpoint, rx, _rt) = grpc_collector_with(Some(certs.path()));
+    assert!(endpoint.starts_with("https://"));
+    let file = |f: &str| certs.path().join(f).display().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    run_to_end(
+        dir.path(),
+        PIPELINE,
+        &[
+            "--for",
+            "2s",
+            "--otlp-endpoint",
+            &endpoint,
+            "--otlp-protocol",
+            "grpc",
+            "--otlp-ca",
+            &file("ca.pem"),
+            "--otlp-cert",
+            &file("client.pem"),
+            "--otlp-key",
+            &file("client.key"),
+        ],
+    );
+    let rx = rx.lock().unwrap();
+    assert_eq!(
+        by_trace(&rx.spans).len(),
+        300,
+        "every trace arrived over mTLS"
+    );
+    assert_eq!(
+        last_value(&rx, "fluxrig.gear.messages_in", "gear", "sink"),
+        Some(300)
+    );
+}
+
+#[test]
+fn without_a_client_certificate_the_mtls_collector_gets_nothing_and_the_rack_runs_on() {
+    let certs = tempfile::tempdir().unwrap();
+    fluxrig_test_support::certificates(certs.path());
+    let (endpoint, rx, _rt) = grpc_collector_with(Some(certs.path()));
+    let dir = tempfile::tempdir().unwrap();
+    let ca = certs.path().join("ca.pem").display().to_string();
+    run_to_end(
+        dir.path(),
+        PIPELINE,
+        &[
+            "--for",
+            "2s",
+            "--otlp-endpoint",
+            &endpoint,
+            "--otlp-protocol",
+            "grpc",
+            "--otlp-ca",
+            &ca,
+        ],
+    );
+    let rx = rx.lock().unwrap();
+    assert!(rx.spans.is_empty() && rx.metrics.is_empty());
 }
 
 /// An HTTP destination that records the `traceparent` of each request.
