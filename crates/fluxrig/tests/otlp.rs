@@ -71,8 +71,64 @@ fn take_metrics(rx: &Shared, req: ExportMetricsServiceRequest, raw: Vec<u8>) {
     r.metrics.push(all);
 }
 
+/// A TLS listener for the HTTP receiver: a handshake that fails (no
+/// client certificate) drops that connection.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let (s, a) = axum::serve::Listener::accept(&mut self.tcp).await;
+            if let Ok(t) = self.acceptor.accept(s).await {
+                return (t, a);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// A rustls server presenting `server.pem` and requiring a client
+/// certificate signed by `ca.pem` (files in `dir`).
+fn mtls_acceptor(dir: &Path) -> tokio_rustls::TlsAcceptor {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(dir.join("ca.pem")).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+        .build()
+        .unwrap();
+    let certs = CertificateDer::pem_file_iter(dir.join("server.pem"))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+    let config = rustls::ServerConfig::builder()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .unwrap();
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
 /// An OTLP/HTTP receiver on a free loopback port, on its own runtime.
 fn http_collector() -> (String, Shared, tokio::runtime::Runtime) {
+    http_collector_with(None)
+}
+
+/// An OTLP/HTTP receiver; with `tls`, HTTPS requiring a client certificate
+/// (the files of [`mtls_acceptor`]).
+fn http_collector_with(tls: Option<&Path>) -> (String, Shared, tokio::runtime::Runtime) {
     use axum::body::Bytes;
     use axum::http::{HeaderMap, StatusCode};
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -103,6 +159,14 @@ fn http_collector() -> (String, Shared, tokio::runtime::Runtime) {
                 StatusCode::OK
             }),
         );
+    if let Some(d) = tls {
+        let listener = TlsListener {
+            tcp: listener,
+            acceptor: mtls_acceptor(d),
+        };
+        rt.spawn(async move { axum::serve(listener, app).await });
+        return (format!("https://{addr}"), rx, rt);
+    }
     rt.spawn(async move { axum::serve(listener, app).await });
     (format!("http://{addr}"), rx, rt)
 }
@@ -461,12 +525,23 @@ fn grpc_export_with_sampling_off_still_keeps_every_failure() {
 }
 
 #[test]
-fn grpc_export_over_mutual_tls() {
+fn http_and_grpc_export_over_mutual_tls() {
     let certs = tempfile::tempdir().unwrap();
     fluxrig_test_support::certificates(certs.path());
-    let (endpoint, rx, _rt) = grpc_collector_with(Some(certs.path()));
+    for protocol in ["http/protobuf", "grpc"] {
+        let (endpoint, rx, _rt) = if protocol == "grpc" {
+            grpc_collector_with(Some(certs.path()))
+        } else {
+            http_collector_with(Some(certs.path()))
+        };
+        mtls_export(certs.path(), &endpoint, protocol, &rx);
+    }
+}
+
+/// Runs the pipeline exporting over mTLS; every trace must arrive.
+fn mtls_export(certs: &Path, endpoint: &str, protocol: &str, rx: &Shared) {
     assert!(endpoint.starts_with("https://"));
-    let file = |f: &str| certs.path().join(f).display().to_string();
+    let file = |f: &str| certs.join(f).display().to_string();
     let dir = tempfile::tempdir().unwrap();
     run_to_end(
         dir.path(),
@@ -475,9 +550,9 @@ fn grpc_export_over_mutual_tls() {
             "--for",
             "2s",
             "--otlp-endpoint",
-            &endpoint,
+            endpoint,
             "--otlp-protocol",
-            "grpc",
+            protocol,
             "--otlp-ca",
             &file("ca.pem"),
             "--otlp-cert",
@@ -490,7 +565,7 @@ fn grpc_export_over_mutual_tls() {
     assert_eq!(
         by_trace(&rx.spans).len(),
         300,
-        "every trace arrived over mTLS"
+        "{protocol}: every trace arrived over mTLS"
     );
     assert_eq!(
         last_value(&rx, "fluxrig.gear.messages_in", "gear", "sink"),
