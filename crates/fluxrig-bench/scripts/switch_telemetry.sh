@@ -17,20 +17,9 @@ cd "$(dirname "$0")/../../.."
 TPS=${TPS:-4000}
 DURATION=${DURATION:-15s}
 ROUNDS=${ROUNDS:-3}
-export DUCKDB_LIB_DIR=${DUCKDB_LIB_DIR:-$HOME/.cache/fluxrig/duckdb-1.5.6}
-if [ -z "${FLUXRIG:-}" ]; then
-  cargo build -q --release -p fluxrig
-  FLUXRIG=${CARGO_TARGET_DIR:-target}/release/fluxrig
-fi
-if [ -z "${OTLP_SINK:-}" ]; then
-  cargo build -q --release -p fluxrig-bench --example otlp_sink
-  OTLP_SINK=${CARGO_TARGET_DIR:-target}/release/examples/otlp_sink
-fi
-work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+. crates/fluxrig-bench/scripts/otlp_common.sh
 
-free() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-acq=$(free); ia=$(free); ib=$(free); otlp=$(free)
+acq=$(free_port); ia=$(free_port); ib=$(free_port); otlp=$(free_port)
 sed -e "s/127.0.0.1:8583/127.0.0.1:$acq/; s/127.0.0.1:9583/127.0.0.1:$ia/; s/127.0.0.1:9584/127.0.0.1:$ib/" \
   examples/payment-switch.yaml > "$work/switch.yaml"
 

@@ -20,17 +20,7 @@ cd "$(dirname "$0")/../../.."
 
 N=${N:-200000}
 ROUNDS=${ROUNDS:-3}
-export DUCKDB_LIB_DIR=${DUCKDB_LIB_DIR:-$HOME/.cache/fluxrig/duckdb-1.5.6}
-if [ -z "${FLUXRIG:-}" ]; then
-  cargo build -q --release -p fluxrig
-  FLUXRIG=${CARGO_TARGET_DIR:-target}/release/fluxrig
-fi
-if [ -z "${OTLP_SINK:-}" ]; then
-  cargo build -q --release -p fluxrig-bench --example otlp_sink
-  OTLP_SINK=${CARGO_TARGET_DIR:-target}/release/examples/otlp_sink
-fi
-work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+. crates/fluxrig-bench/scripts/otlp_common.sh
 
 cat > "$work/s.yaml" <<YAML
 meta: {name: overhead, version: 1.0.0}
@@ -50,9 +40,9 @@ echo "== machine"
 echo "$(nproc) cores, $(uname -r), $(date -u '+%F %T') UTC, binary $FLUXRIG"
 uptime
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(free_port)
 
-otlp_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+otlp_port=$(free_port)
 "$OTLP_SINK" "127.0.0.1:$otlp_port" > "$work/otlp_sink.out" &
 sink=$!
 

@@ -71,6 +71,20 @@ fn take_metrics(rx: &Shared, req: ExportMetricsServiceRequest, raw: Vec<u8>) {
     r.metrics.push(all);
 }
 
+/// A runtime of the test's own and a listener on a free loopback port.
+fn loopback() -> (
+    tokio::runtime::Runtime,
+    tokio::net::TcpListener,
+    std::net::SocketAddr,
+) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    (rt, listener, addr)
+}
+
 /// A TLS listener for the HTTP receiver: a handshake that fails (no
 /// client certificate) drops that connection.
 struct TlsListener {
@@ -131,12 +145,8 @@ fn http_collector() -> (String, Shared, tokio::runtime::Runtime) {
 fn http_collector_with(tls: Option<&Path>) -> (String, Shared, tokio::runtime::Runtime) {
     use axum::body::Bytes;
     use axum::http::{HeaderMap, StatusCode};
-    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (rt, listener, addr) = loopback();
     let rx: Shared = Arc::default();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
     let (t, m) = (Arc::clone(&rx), Arc::clone(&rx));
     let app = axum::Router::new()
         .route(
@@ -216,12 +226,8 @@ fn grpc_collector() -> (String, Shared, tokio::runtime::Runtime) {
 /// (`server.pem`, `server.key` in the directory), requiring a client
 /// certificate signed by its `ca.pem` (mTLS).
 fn grpc_collector_with(tls: Option<&Path>) -> (String, Shared, tokio::runtime::Runtime) {
-    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (rt, listener, addr) = loopback();
     let rx: Shared = Arc::default();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
     let svc = Grpc(Arc::clone(&rx));
     let mut server = tonic::transport::Server::builder();
     if let Some(d) = tls {
@@ -600,12 +606,9 @@ fn without_a_client_certificate_the_mtls_collector_gets_nothing_and_the_rack_run
 
 /// An HTTP destination that records the `traceparent` of each request.
 fn traceparent_sink() -> (u16, Arc<Mutex<Vec<String>>>, tokio::runtime::Runtime) {
-    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (rt, listener, addr) = loopback();
+    let port = addr.port();
     let seen: Arc<Mutex<Vec<String>>> = Arc::default();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let port = listener.local_addr().unwrap().port();
     let s = Arc::clone(&seen);
     let app = axum::Router::new().route(
         "/in",

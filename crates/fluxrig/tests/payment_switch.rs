@@ -91,10 +91,7 @@ impl Switch {
         for addr in ["127.0.0.1:8583", "127.0.0.1:9583", "127.0.0.1:9584"] {
             assert!(example.contains(addr), "the example no longer uses {addr}");
         }
-        let scenario = edit(example)
-            .replace("127.0.0.1:8583", &format!("127.0.0.1:{port}"))
-            .replace("127.0.0.1:9583", &format!("127.0.0.1:{a_port}"))
-            .replace("127.0.0.1:9584", &format!("127.0.0.1:{b_port}"));
+        let scenario = on_ports(&edit(example), port, a_port, b_port);
         let file = dir.path().join("switch.yaml");
         std::fs::write(&file, scenario).unwrap();
         let rack_log = dir.path().join("rack.log");
@@ -630,6 +627,14 @@ fn silent_request_then_kill(port: u16, log: &Path, issuer: ChildGuard) {
 }
 
 /// `fluxrig run SCENARIO --data DATA`, stderr to `log`, once it listens on `port`.
+/// The example switch moved to the acquirer port and the two issuers'.
+fn on_ports(example: &str, port: u16, a_port: u16, b_port: u16) -> String {
+    example
+        .replace("127.0.0.1:8583", &format!("127.0.0.1:{port}"))
+        .replace("127.0.0.1:9583", &format!("127.0.0.1:{a_port}"))
+        .replace("127.0.0.1:9584", &format!("127.0.0.1:{b_port}"))
+}
+
 fn run_rack(scenario: &Path, data: &Path, log: &Path, port: u16) -> ChildGuard {
     let rack = fluxrig()
         .arg("run")
@@ -663,14 +668,10 @@ fn a_queued_reversal_survives_a_kill_9_of_the_rack_and_goes_out_as_0421() {
     let port = free_port();
     let example = std::fs::read_to_string(root().join("examples/payment-switch.yaml")).unwrap();
     assert!(example.contains("      timeout: 2s\n"));
-    let scenario = example
-        .replace("127.0.0.1:8583", &format!("127.0.0.1:{port}"))
-        .replace("127.0.0.1:9583", &format!("127.0.0.1:{a_port}"))
-        .replace("127.0.0.1:9584", &format!("127.0.0.1:{b_port}"))
-        .replace(
-            "      timeout: 2s\n",
-            "      timeout: 2s\n      reversal_retry: 200ms\n",
-        );
+    let scenario = on_ports(&example, port, a_port, b_port).replace(
+        "      timeout: 2s\n",
+        "      timeout: 2s\n      reversal_retry: 200ms\n",
+    );
     let file = d.join("switch.yaml");
     std::fs::write(&file, scenario).unwrap();
     let (data, rack_log) = (d.join("data"), d.join("rack.log"));
@@ -742,10 +743,7 @@ fn after_a_kill_9_every_reply_a_terminal_got_is_on_disk_and_the_unanswered_are_r
     assert!(example.contains("      timeout: 2s\n"));
     // A long timeout: the silent issuer's requests are still pending when
     // the Rack dies (no 91, no reversal yet).
-    let scenario = example
-        .replace("127.0.0.1:8583", &format!("127.0.0.1:{port}"))
-        .replace("127.0.0.1:9583", &format!("127.0.0.1:{a_port}"))
-        .replace("127.0.0.1:9584", &format!("127.0.0.1:{b_port}"))
+    let scenario = on_ports(&example, port, a_port, b_port)
         .replace("      timeout: 2s\n", "      timeout: 60s\n");
     let file = d.join("switch.yaml");
     std::fs::write(&file, scenario).unwrap();
