@@ -11,7 +11,9 @@ use crate::format::{FORMAT_MAX_BODY, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
 pub enum SyncPolicy {
     /// Every append is acknowledged only once its record is synced. Appends
     /// that arrive while a sync is running share the next one (group
-    /// commit). Nothing acknowledged is lost, even on power loss.
+    /// commit). Nothing acknowledged is lost, even on power loss. A sync
+    /// starts when someone awaits an append; records nobody awaits are
+    /// synced with it, or within [`WalOptions::lazy_sync`].
     #[default]
     Always,
     /// Appends are acknowledged once written to the operating system; the
@@ -51,6 +53,16 @@ pub struct WalOptions {
     /// 32 MiB). Appenders wait for room beyond it: back-pressure, not
     /// memory growth. At least one maximal record must fit.
     pub queue_capacity: usize,
+    /// Under [`SyncPolicy::Always`]: how long records nobody awaits may stay
+    /// unsynced (default 10 ms). A sync starts as soon as someone awaits a
+    /// record's [`Pending`](crate::Pending) (or calls
+    /// [`Pending::expedite`](crate::Pending::expedite)); records appended
+    /// and never awaited — a source that does not acknowledge, a sink's
+    /// delivery notes — share the next such sync, or get one of their own
+    /// after this long. Without it every write would be synced at once
+    /// even when no one is told about it, which costs a sync's CPU and disk
+    /// time per batch.
+    pub lazy_sync: Duration,
 }
 
 impl Default for WalOptions {
@@ -60,6 +72,7 @@ impl Default for WalOptions {
             segment_size: 64 << 20,
             max_record_size: 4 << 20,
             queue_capacity: 32 << 20,
+            lazy_sync: Duration::from_millis(10),
         }
     }
 }
@@ -90,6 +103,14 @@ impl WalOptions {
     #[must_use]
     pub fn queue_capacity(mut self, bytes: usize) -> WalOptions {
         self.queue_capacity = bytes;
+        self
+    }
+
+    /// Sets how long records nobody awaits may stay unsynced under
+    /// `always`.
+    #[must_use]
+    pub fn lazy_sync(mut self, within: Duration) -> WalOptions {
+        self.lazy_sync = within;
         self
     }
 

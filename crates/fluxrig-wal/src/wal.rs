@@ -33,6 +33,10 @@ use crate::reader::WalReader;
 use crate::scan::{self, ScanEnd};
 use crate::storage::{FsStorage, Storage, StorageFile, StorageLock, write_all_at};
 
+/// Under `always`, queued records nobody awaits yet are written once this
+/// many bytes wait (or someone awaits one, or `lazy_sync` passes).
+const LAZY_BATCH_BYTES: usize = 256 << 10;
+
 /// What `Wal::open` found and repaired.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -157,9 +161,16 @@ struct Entry {
 #[derive(Debug)]
 struct Queue {
     entries: Vec<Entry>,
+    /// Framed bytes of `entries`.
+    bytes: usize,
+    /// When the oldest of `entries` was queued.
+    since: Option<Instant>,
     next_lsn: Lsn,
     closing: bool,
     sync_requested: bool,
+    /// Someone awaits every LSN below this (under `always`): the writer
+    /// syncs them without waiting for `lazy_sync`.
+    want: Lsn,
     poisoned: Option<Arc<str>>,
     writer_idle: bool,
     /// The sync thread's answer to the writer's last request.
@@ -247,6 +258,18 @@ impl Shared {
         }
     }
 
+    /// Someone awaits the LSNs below `end`: the writer syncs them now.
+    fn want_synced(&self, end: Lsn) {
+        let mut q = lock(&self.queue);
+        if end > q.want {
+            q.want = end;
+            if q.writer_idle {
+                q.writer_idle = false;
+                self.wake.notify_one();
+            }
+        }
+    }
+
     /// Queues entries under consecutive LSNs; returns the first.
     fn enqueue(&self, entries: impl IntoIterator<Item = Entry>) -> Result<Lsn> {
         let mut q = lock(&self.queue);
@@ -259,10 +282,25 @@ impl Shared {
             return Err(WalError::Closed);
         }
         let first = q.next_lsn;
-        let before = q.entries.len() as u64;
+        let before = q.entries.len();
+        if before == 0 {
+            q.since = Some(Instant::now());
+        }
         q.entries.extend(entries);
-        q.next_lsn = Lsn(q.next_lsn.0 + (q.entries.len() as u64 - before));
-        if q.writer_idle {
+        let added: usize = q.entries[before..]
+            .iter()
+            .map(|e| RECORD_HEADER_LEN + e.body.len())
+            .sum();
+        q.bytes += added;
+        q.next_lsn = Lsn(q.next_lsn.0 + (q.entries.len() - before) as u64);
+        // Under `always` a record nobody has asked for yet waits for one
+        // who does (`want_synced`), for `lazy_sync`, or for a full batch:
+        // the writer is woken for the first of a batch (to set its timer)
+        // and for a full one, not for each.
+        let wake = self.opts.sync != SyncPolicy::Always
+            || before == 0
+            || (q.bytes >= LAZY_BATCH_BYTES && q.bytes - added < LAZY_BATCH_BYTES);
+        if wake && q.writer_idle {
             q.writer_idle = false;
             self.wake.notify_one();
         }
@@ -337,6 +375,8 @@ pub struct Pending {
     first: Lsn,
     last: Lsn,
     rx: oneshot::Receiver<Result<Lsn>>,
+    /// Under `always`, until the writer has been told someone waits.
+    expedite: Option<Arc<Shared>>,
 }
 
 impl Pending {
@@ -355,6 +395,15 @@ impl Pending {
     pub async fn durable(self) -> Result<Lsn> {
         self.await
     }
+
+    /// Asks for the record to be synced now, not within the log's
+    /// `lazy_sync`, without waiting here (awaiting does this too): for a
+    /// caller that will await it later and wants the sync under way.
+    pub fn expedite(&mut self) {
+        if let Some(shared) = self.expedite.take() {
+            shared.want_synced(self.last.next());
+        }
+    }
 }
 
 impl Future for Pending {
@@ -366,7 +415,10 @@ impl Future for Pending {
             // The writer always answers before dropping an entry; a dropped
             // sender can only mean the writer thread is gone.
             Poll::Ready(Err(_)) => Poll::Ready(Err(WalError::Closed)),
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                self.expedite();
+                Poll::Pending
+            }
         }
     }
 }
@@ -412,9 +464,12 @@ impl Wal {
             space: Semaphore::new(options.queue_capacity),
             queue: Mutex::new(Queue {
                 entries: Vec::new(),
+                bytes: 0,
+                since: None,
                 next_lsn: next,
                 closing: false,
                 sync_requested: false,
+                want: next,
                 poisoned: None,
                 writer_idle: false,
                 sync_done: None,
@@ -439,6 +494,8 @@ impl Wal {
             acked_len: open.len,
             written: VecDeque::new(),
             syncing: None,
+            want: next,
+            unsynced_since: None,
             syncer,
             buf: Vec::new(),
             last_sync: Instant::now(),
@@ -469,6 +526,12 @@ impl Wal {
 
     fn shared(&self) -> &Arc<Shared> {
         &self.handle.shared
+    }
+
+    /// What a [`Pending`] needs to ask for its sync: only under `always`
+    /// (the other policies acknowledge without waiting for a sync).
+    fn expedite_handle(&self) -> Option<Arc<Shared>> {
+        (self.shared().opts.sync == SyncPolicy::Always).then(|| Arc::clone(self.shared()))
     }
 
     /// The options the WAL was opened with.
@@ -519,6 +582,7 @@ impl Wal {
                 first: lsn,
                 last: lsn,
                 rx,
+                expedite: self.expedite_handle(),
             }),
             Err(e) => {
                 self.shared().space.add_permits(bytes);
@@ -569,6 +633,7 @@ impl Wal {
                 first: next,
                 last: at,
                 rx,
+                expedite: None,
             });
         };
         last.done = Some(tx);
@@ -578,6 +643,7 @@ impl Wal {
                 first,
                 last: Lsn(first.0 + count - 1),
                 rx,
+                expedite: self.expedite_handle(),
             }),
             Err(e) => {
                 self.shared().space.add_permits(bytes);
@@ -1159,6 +1225,10 @@ struct Writer {
     written: VecDeque<Written>,
     /// The sync running on the sync thread: everything below this LSN.
     syncing: Option<Lsn>,
+    /// Someone awaits every LSN below this: sync them now (`always`).
+    want: Lsn,
+    /// When the oldest write no sync has started on was made.
+    unsynced_since: Option<Instant>,
     syncer: Syncer,
     buf: Vec<u8>,
     last_sync: Instant,
@@ -1235,7 +1305,11 @@ impl Writer {
     fn maybe_sync(&mut self, sync_wanted: &mut bool) {
         let unsynced = self.synced < self.next_lsn;
         match self.shared.opts.sync {
-            SyncPolicy::Always => *sync_wanted |= unsynced,
+            SyncPolicy::Always => {
+                let covered = self.syncing.unwrap_or(self.synced);
+                *sync_wanted |= unsynced
+                    && (self.want > covered || self.lazy_deadline() <= Some(Instant::now()));
+            }
             SyncPolicy::Interval(every) => {
                 *sync_wanted |= unsynced && self.last_sync.elapsed() >= every;
             }
@@ -1245,33 +1319,61 @@ impl Writer {
             if unsynced {
                 self.syncer.request(Arc::clone(&self.file), self.next_lsn);
                 self.syncing = Some(self.next_lsn);
+                self.unsynced_since = None;
             }
             *sync_wanted = false;
         }
     }
 
+    /// Under `always`, when the writes nobody awaits are due for a sync
+    /// (none: nothing written waits for one).
+    fn lazy_deadline(&self) -> Option<Instant> {
+        self.unsynced_since.map(|t| t + self.shared.opts.lazy_sync)
+    }
+
     fn wait_for_work(&mut self, batch: &mut Vec<Entry>, sync_wanted: bool) -> Work {
+        let always = self.shared.opts.sync == SyncPolicy::Always;
         let mut q = lock(&self.shared.queue);
         let mut timed_out = false;
         loop {
-            if !q.entries.is_empty()
-                || q.closing
+            self.want = self.want.max(q.want);
+            let unsynced = self.synced < self.next_lsn;
+            // Under `always`, someone awaits a record not yet synced.
+            let wanted = self.want > self.synced;
+            if q.closing
                 || q.sync_requested
                 || q.sync_done.is_some()
                 || (sync_wanted && self.syncing.is_none())
+                || (!q.entries.is_empty() && (!always || wanted || q.bytes >= LAZY_BATCH_BYTES))
+                || (always && wanted && unsynced && self.syncing.is_none())
             {
                 break;
             }
-            let unsynced = self.synced < self.next_lsn;
-            match self.shared.opts.sync {
+            // The next deadline: under `always`, writes and queued records
+            // nobody awaits are synced within `lazy_sync`; under `interval`,
+            // writes within the interval.
+            let lazy = self.shared.opts.lazy_sync;
+            let deadline = match self.shared.opts.sync {
+                SyncPolicy::Always => {
+                    let written = (unsynced && self.syncing.is_none())
+                        .then(|| self.lazy_deadline())
+                        .flatten();
+                    let queued = q.since.filter(|_| !q.entries.is_empty()).map(|t| t + lazy);
+                    written.into_iter().chain(queued).min()
+                }
                 SyncPolicy::Interval(every) if unsynced && self.syncing.is_none() => {
-                    let deadline = self.last_sync + every;
+                    Some(self.last_sync + every)
+                }
+                SyncPolicy::Interval(_) | SyncPolicy::None => None,
+            };
+            q.writer_idle = true;
+            match deadline {
+                Some(deadline) => {
                     let now = Instant::now();
                     if now >= deadline {
                         timed_out = true;
                         break;
                     }
-                    q.writer_idle = true;
                     q = self
                         .shared
                         .wake
@@ -1279,8 +1381,7 @@ impl Writer {
                         .unwrap_or_else(PoisonError::into_inner)
                         .0;
                 }
-                _ => {
-                    q.writer_idle = true;
+                None => {
                     q = self
                         .shared
                         .wake
@@ -1291,6 +1392,8 @@ impl Writer {
         }
         q.writer_idle = false;
         std::mem::swap(&mut q.entries, batch);
+        q.bytes = 0;
+        q.since = None;
         Work {
             closing: q.closing,
             sync_requested: std::mem::take(&mut q.sync_requested),
@@ -1381,6 +1484,7 @@ impl Writer {
         }
         write_all_at(&*self.file, &self.buf, self.len)
             .map_err(|e| WalError::io("write", self.path(), e))?;
+        self.unsynced_since.get_or_insert_with(Instant::now);
         self.len += self.buf.len() as u64;
         self.records_in_segment += batch.len() as u64;
         let c = &self.shared.stats;

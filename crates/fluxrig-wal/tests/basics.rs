@@ -351,6 +351,63 @@ fn policy_always_syncs_before_every_acknowledgement() {
 }
 
 #[test]
+fn policy_always_syncs_unawaited_records_lazily_and_awaited_ones_at_once() {
+    let rt = runtime();
+    let disk = FaultStorage::new();
+    let opts = WalOptions::default().lazy_sync(Duration::from_hours(1));
+    let (wal, _) =
+        Wal::open_with_storage(Arc::new(disk.clone()) as Arc<dyn Storage>, opts).unwrap();
+    disk.set_plan(FaultPlan::none());
+    // Appended, never awaited: written, but nobody was told, so no sync.
+    for i in 0..50 {
+        drop(rt.block_on(wal.submit(1, body(i, 10))).unwrap());
+    }
+    let mut kept = rt.block_on(wal.submit(1, body(50, 10))).unwrap();
+    // Give a writer that would write (or sync) them time to do so.
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(wal.stats().records, 0, "queued until someone asks");
+    assert_eq!(disk.stats().syncs, 0, "no one awaits these records yet");
+    assert_eq!(wal.synced_lsn(), Lsn(1));
+    assert!(
+        read_all(&wal).is_empty(),
+        "readers see acknowledged records only"
+    );
+    // Asking for one record syncs it and everything before it, once.
+    kept.expedite();
+    assert_eq!(rt.block_on(kept).unwrap(), Lsn(51));
+    assert_eq!(wal.synced_lsn(), Lsn(52));
+    assert_eq!(disk.stats().syncs, 1);
+    assert_eq!(wal.stats().records, 51);
+    assert_eq!(wal.stats().batches, 1, "written in one batch");
+    // Awaiting is asking.
+    assert_eq!(rt.block_on(wal.append(1, body(51, 10))).unwrap(), Lsn(52));
+    assert_eq!(disk.stats().syncs, 2);
+
+    // With the default bound, records nobody awaits are synced on their own.
+    let disk = FaultStorage::new();
+    let (wal, _) = Wal::open_with_storage(
+        Arc::new(disk.clone()) as Arc<dyn Storage>,
+        WalOptions::default().lazy_sync(Duration::from_millis(10)),
+    )
+    .unwrap();
+    disk.set_plan(FaultPlan::none());
+    for i in 0..20 {
+        drop(rt.block_on(wal.submit(1, body(i, 10))).unwrap());
+    }
+    for _ in 0..400 {
+        if wal.synced_lsn() == Lsn(21) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(wal.synced_lsn(), Lsn(21));
+    let image = disk.crash();
+    drop(wal);
+    let (wal, _) = common::open_fault(&image, WalOptions::default()).unwrap();
+    assert_eq!(read_all(&wal).len(), 20);
+}
+
+#[test]
 fn policy_none_syncs_only_when_asked() {
     let rt = runtime();
     let (disk, wal, syncs) = syncs_for(SyncPolicy::None, 20);

@@ -464,19 +464,25 @@ async fn connection(
     let (rd, mut wr) = tokio::io::split(stream);
     let mut reader = FrameReader::new(rd, framing);
     let mut out = Vec::with_capacity(4096);
+    // One timer for the connection's life: frames only note the time, and
+    // when the timer fires it is moved to the last frame's time + `idle`
+    // (re-arming a timer per frame costs more than the frame).
     let idle_for = idle.unwrap_or(StdDuration::MAX);
-    let mut deadline = idle.map(|d| tokio::time::Instant::now() + d);
+    let mut last_frame = tokio::time::Instant::now();
+    let timer = tokio::time::sleep(idle.unwrap_or(StdDuration::from_hours(24 * 365)));
+    tokio::pin!(timer);
     loop {
         tokio::select! {
-            () = async {
-                match deadline {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
+            () = &mut timer, if idle.is_some() => {
+                let due = last_frame + idle_for;
+                if due <= tokio::time::Instant::now() {
+                    return Err(NetError::Idle(idle_for));
                 }
-            } => return Err(NetError::Idle(idle_for)),
+                timer.as_mut().reset(due);
+            }
             frame = reader.next_frame() => {
                 let Some(f) = frame? else { return Ok(()) };
-                deadline = idle.map(|d| tokio::time::Instant::now() + d);
+                last_frame = tokio::time::Instant::now();
                 let mut batch = vec![(Bytes::copy_from_slice(f.header), Bytes::copy_from_slice(f.message))];
                 while let Some(f) = reader.buffered_frame()? {
                     batch.push((Bytes::copy_from_slice(f.header), Bytes::copy_from_slice(f.message)));
@@ -504,7 +510,7 @@ async fn connection(
                 }
                 wr.write_all(&out).await?;
                 stats.add_bytes_out(out.len() as u64);
-                deadline = idle.map(|d| tokio::time::Instant::now() + d);
+                last_frame = tokio::time::Instant::now();
             }
         }
     }

@@ -305,10 +305,19 @@ impl ReversalLog {
             items.push(Value::text(f));
         }
         let body = fluxrig_msg::cbor::to_vec(&Value::Array(items));
-        self.wal
-            .submit(QUEUED, body)
+        self.submit_awaited(QUEUED, body).await
+    }
+
+    /// Queues a record someone will wait for, with its sync under way at
+    /// once (the log syncs records nobody awaits only lazily).
+    async fn submit_awaited(&self, kind: u8, body: Vec<u8>) -> Result<Pending, String> {
+        let mut pending = self
+            .wal
+            .submit(kind, body)
             .await
-            .map_err(|e| self.err(&e))
+            .map_err(|e| self.err(&e))?;
+        pending.expedite();
+        Ok(pending)
     }
 
     /// Records an acknowledged reversal (not waited for: see the module).
@@ -359,10 +368,7 @@ impl ReversalLog {
             Value::text(rec.mti.as_str()),
             Value::text(rec.code.as_str()),
         ]));
-        self.wal
-            .submit(ANSWERED, body)
-            .await
-            .map_err(|e| self.err(&e))
+        self.submit_awaited(ANSWERED, body).await
     }
 
     /// Removes closed segments that hold nothing older than `oldest_open`
