@@ -32,6 +32,9 @@ pub struct BuildContext {
     pub base_dir: PathBuf,
     /// The Rack's data directory.
     pub data_dir: PathBuf,
+    /// The Rack's WAL sync policy (`fluxrig run --wal-sync`): gears that
+    /// keep a log of their own (the conductor's) sync it the same way.
+    pub wal_sync: fluxrig_wal::SyncPolicy,
 }
 
 impl BuildContext {

@@ -150,6 +150,7 @@ impl<'a> TestKit<'a> {
             entity,
             base_dir: self.base_dir.clone(),
             data_dir: self.base_dir.clone(),
+            wal_sync: fluxrig_wal::SyncPolicy::Always,
         };
         let mut gear = prepared.build(&bctx).map_err(|e| e.to_string())?;
 

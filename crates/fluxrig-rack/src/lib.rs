@@ -461,6 +461,7 @@ impl Rack {
                     .map(PathBuf::from)
                     .unwrap_or_default(),
                 data_dir: self.opts.data_dir.clone(),
+                wal_sync: self.opts.wal_sync,
             };
             match g.prepared.build(&ctx) {
                 Ok(gear) => built.push((g.clone(), ctx, gear)),

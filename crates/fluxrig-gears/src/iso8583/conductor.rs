@@ -202,8 +202,10 @@ pub struct ConductorConfig {
     /// is durable in the same log (one group commit, shared by the replies
     /// that arrive together); requests still go to the issuer without
     /// waiting for the disk. A request found forwarded but unanswered after
-    /// a restart is reversed (0420). Default: the value of
-    /// `durable_reversals`; `true` needs `durable_reversals`.
+    /// a restart is reversed (0420). "Durable" follows the Rack's
+    /// `--wal-sync`: synced under `always`, written to the OS under
+    /// `interval`. Default: the value of `durable_reversals`; `true` needs
+    /// `durable_reversals`.
     #[serde(default)]
     pub durable_replies: Option<bool>,
 }
@@ -449,6 +451,7 @@ impl GearKind for Conductor {
                     .join(&*ctx.gear)
                     .join("reversals")
             }),
+            log_sync: ctx.wal_sync,
             log: None,
             durable_replies: config.durable_reversals && config.durable_replies(),
             awaiting: VecDeque::new(),
@@ -748,6 +751,8 @@ struct ConductorGear {
     reversals: Box<dyn ReversalQueue>,
     /// Where the reversal log lives (`durable_reversals`).
     log_dir: Option<PathBuf>,
+    /// The Rack's sync policy, for the log.
+    log_sync: fluxrig_wal::SyncPolicy,
     /// The reversal log, opened when the gear starts running.
     log: Option<ReversalLog>,
     /// Replies wait for their `ANSWERED` record to be durable (and
@@ -1506,7 +1511,7 @@ impl ConductorGear {
         if self.log.is_some() {
             return Ok(());
         }
-        let (log, recovered) = ReversalLog::open(&dir).map_err(GearError::Other)?;
+        let (log, recovered) = ReversalLog::open(&dir, self.log_sync).map_err(GearError::Other)?;
         self.unsettled = recovered.unsettled;
         let (mut queued, mut orphans) = (0, 0);
         for r in recovered.reversals {

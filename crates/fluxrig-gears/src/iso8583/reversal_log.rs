@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use fluxrig_msg::{FluxMsg, Limits, Value};
-use fluxrig_wal::{Lsn, Pending, Wal, WalOptions};
+use fluxrig_wal::{Lsn, Pending, SyncPolicy, Wal, WalOptions};
 
 /// Record kind: a reversal was queued. Body: CBOR `[key, target, fluxMsg]`.
 const QUEUED: u8 = 1;
@@ -197,13 +197,18 @@ pub fn read_records(dir: &Path) -> Result<Vec<LogRecord>, String> {
 impl ReversalLog {
     /// Opens (or creates) the log in `dir` and reads back what is not
     /// settled.
-    pub(crate) fn open(dir: &Path) -> Result<(ReversalLog, Recovered), String> {
-        ReversalLog::open_sized(dir, SEGMENT_SIZE)
+    /// `sync` is the Rack's policy: under `interval`/`none` a record is
+    /// "durable" (its reply or 0420 released) once written to the OS.
+    pub(crate) fn open(dir: &Path, sync: SyncPolicy) -> Result<(ReversalLog, Recovered), String> {
+        ReversalLog::open_with(
+            dir,
+            WalOptions::default().sync(sync).segment_size(SEGMENT_SIZE),
+        )
     }
 
-    fn open_sized(dir: &Path, segment_size: u64) -> Result<(ReversalLog, Recovered), String> {
-        let (wal, report) = Wal::open(dir, WalOptions::default().segment_size(segment_size))
-            .map_err(|e| format!("reversal log {}: {e}", dir.display()))?;
+    fn open_with(dir: &Path, options: WalOptions) -> Result<(ReversalLog, Recovered), String> {
+        let (wal, report) =
+            Wal::open(dir, options).map_err(|e| format!("reversal log {}: {e}", dir.display()))?;
         if let Some(t) = &report.torn_tail {
             tracing::warn!(dir = %dir.display(), torn = ?t, "reversal log: cut off a torn tail left by a crash");
         }
@@ -401,7 +406,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("rev");
         {
-            let (log, restored) = ReversalLog::open_sized(&path, 1 << 20).unwrap();
+            let (log, restored) =
+                ReversalLog::open_with(&path, WalOptions::default().segment_size(1 << 20)).unwrap();
             assert!(restored.reversals.is_empty() && restored.unsettled.is_empty());
             for n in 0..3 {
                 log.queued(&format!("k{n}"), "a", &msg(n), None)
@@ -416,7 +422,8 @@ mod tests {
             log.wal.sync().await.unwrap();
             // Dropped without close: as after a crash.
         }
-        let (log, restored) = ReversalLog::open_sized(&path, 1 << 20).unwrap();
+        let (log, restored) =
+            ReversalLog::open_with(&path, WalOptions::default().segment_size(1 << 20)).unwrap();
         let oldest = restored.reversals[0].lsn;
         let got: Vec<(String, String, FluxMsg)> = restored
             .reversals
@@ -450,7 +457,13 @@ mod tests {
         log.acked("k2", "a").await.unwrap();
         assert_eq!(log.trim(None).unwrap(), before - 1);
         drop(log);
-        assert!(ReversalLog::open(&path).unwrap().1.reversals.is_empty());
+        assert!(
+            ReversalLog::open(&path, SyncPolicy::Always)
+                .unwrap()
+                .1
+                .reversals
+                .is_empty()
+        );
     }
 
     #[tokio::test]
@@ -466,7 +479,7 @@ mod tests {
             code: "00".to_owned(),
         };
         {
-            let (log, _) = ReversalLog::open(&path).unwrap();
+            let (log, _) = ReversalLog::open(&path, SyncPolicy::Always).unwrap();
             for n in 0..4 {
                 log.forwarded(&format!("f{n}"), "a", &data(n))
                     .await
@@ -482,7 +495,7 @@ mod tests {
                 .unwrap();
             // Dropped without close: as after a crash.
         }
-        let (log, recovered) = ReversalLog::open(&path).unwrap();
+        let (log, recovered) = ReversalLog::open(&path, SyncPolicy::Always).unwrap();
         let left: Vec<(String, String, Value)> = recovered
             .unsettled
             .into_iter()
@@ -517,7 +530,7 @@ mod tests {
             wal.append(QUEUED, vec![0xff_u8, 0x00]).await.unwrap();
             wal.close().await.unwrap();
         });
-        let e = ReversalLog::open(&path).unwrap_err();
+        let e = ReversalLog::open(&path, SyncPolicy::Always).unwrap_err();
         assert!(e.contains("record 1 "), "{e}");
         assert!(e.contains("CBOR"), "{e}");
     }
