@@ -628,6 +628,67 @@ fn silent_request_then_kill(port: u16, log: &Path, issuer: ChildGuard) {
 
 /// `fluxrig run SCENARIO --data DATA`, stderr to `log`, once it listens on `port`.
 /// The example switch moved to the acquirer port and the two issuers'.
+#[test]
+fn an_issuer_that_stops_answering_is_reconnected_after_three_unanswered_echoes() {
+    // Issuer A accepts and reads but never answers, not even echoes: the
+    // sockets stay open, only the application is gone.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let a_port = silent.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    std::thread::spawn({
+        let accepted = std::sync::Arc::clone(&accepted);
+        move || {
+            for mut s in silent.incoming().flatten() {
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                std::thread::spawn(move || std::io::copy(&mut s, &mut std::io::sink()));
+            }
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_b, b_port) = issuer(&d.join("b.jsonl"));
+    let port = free_port();
+    let example = std::fs::read_to_string(root().join("examples/payment-switch.yaml")).unwrap();
+    assert!(example.contains("      mode: client\n"));
+    let scenario = on_ports(&example, port, a_port, b_port).replace(
+        "      mode: client\n",
+        "      mode: client\n      echo_interval: 200ms\n",
+    );
+    let file = d.join("switch.yaml");
+    std::fs::write(&file, scenario).unwrap();
+    let rack_log = d.join("rack.log");
+    let _rack = run_rack(&file, &d.join("data"), &rack_log, port);
+
+    // Two connections to A, each closed after 600 ms of silence and opened
+    // again: at least two rounds of that.
+    wait_until(
+        "reconnections to the silent issuer",
+        Duration::from_secs(30),
+        || accepted.load(std::sync::atomic::Ordering::SeqCst) >= 6,
+    );
+    let log = std::fs::read_to_string(&rack_log).unwrap();
+    let a = format!("127.0.0.1:{a_port}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("issuer connection closed: idle") && l.contains(&a)),
+        "{log}"
+    );
+    // Issuer B answers its echoes: its two connections stay up.
+    let b = format!("127.0.0.1:{b_port}");
+    let up = |addr: &str| {
+        log.lines()
+            .filter(|l| l.contains("issuer connection up") && l.contains(addr))
+            .count()
+    };
+    assert_eq!(up(&b), 2, "{log}");
+    assert!(up(&a) >= 6, "{log}");
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("connection closed: idle") && l.contains(&b)),
+        "{log}"
+    );
+}
+
 fn on_ports(example: &str, port: u16, a_port: u16, b_port: u16) -> String {
     example
         .replace("127.0.0.1:8583", &format!("127.0.0.1:{port}"))

@@ -166,7 +166,9 @@ pub struct Iso8583IoConfig {
     /// Client: send a 0800 sign-on (DE 70 = 001) on each new connection.
     #[serde(default = "default_true")]
     pub sign_on: bool,
-    /// Client: interval of 0800 echo keep-alives (DE 70 = 301); `0s` turns them off.
+    /// Client: interval of 0800 echo keep-alives (DE 70 = 301); a connection
+    /// that receives nothing for three intervals is closed and reconnected.
+    /// `0s` turns both off.
     #[serde(default = "default_echo")]
     pub echo_interval: Duration,
     /// Client: wait before reconnecting; doubles up to `max_backoff`.
@@ -219,7 +221,9 @@ impl GearKind for Iso8583Io {
         reading, the message goes to `error`.\n\n\
         **Client** (`targets`): keeps `connections` connections to each target, reconnecting with \
         exponential backoff, with a 0800 sign-on (DE 70 `001`) on connect and 0800 echoes (DE 70 `301`) \
-        every `echo_interval`; their 0810 answers stay inside the gear. A message on `in` goes to the \
+        every `echo_interval`; their 0810 answers stay inside the gear. A connection that receives \
+        nothing (no reply, no 0810) for three echo intervals is closed (logged, INFO) and reconnected, \
+        so a dead issuer behind an open socket is noticed. A message on `in` goes to the \
         target named by meta `iso8583.target` (optional when there is one target), on its connections in \
         turn; with no connection up it goes to `error` (a `conductor` wired to it fails over). Replies \
         leave by `out` with `iso8583.target` and `iso8583.conn` set.\n\n\
@@ -389,6 +393,7 @@ impl GearKind for Iso8583Io {
                         max_backoff: config.max_backoff.get(),
                     },
                     bad: Arc::default(),
+                    dead: Arc::default(),
                 }))
             }
         }
@@ -437,6 +442,18 @@ type FrameFilter = dyn Fn(&[u8]) -> bool + Sync;
 /// Frames written to one connection and not yet sent, at most.
 const WRITER_QUEUE: usize = 1024;
 
+/// When a connection counts as idle.
+#[derive(Debug, Clone, Copy)]
+enum Idle {
+    /// Never closed for idleness.
+    Never,
+    /// No complete frame either way for this long (terminals).
+    EitherWay(StdDuration),
+    /// Nothing received for this long, whatever was sent (issuers: our
+    /// echoes go out, nothing comes back).
+    Received(StdDuration),
+}
+
 /// Runs one connection: frames read go to `events`, frames from its
 /// writer queue are written; counts the connection and its bytes in the
 /// gear's stats. Returns why it ended (`Ok` for a clean close).
@@ -450,7 +467,7 @@ async fn connection(
     mut writes: mpsc::Receiver<Bytes>,
     filter: Option<&FrameFilter>,
     stats: &GearStats,
-    idle: Option<StdDuration>,
+    idle: Idle,
 ) -> Result<(), NetError> {
     /// Counts the connection open while it lives.
     struct Open<'a>(&'a GearStats);
@@ -467,13 +484,18 @@ async fn connection(
     // One timer for the connection's life: frames only note the time, and
     // when the timer fires it is moved to the last frame's time + `idle`
     // (re-arming a timer per frame costs more than the frame).
-    let idle_for = idle.unwrap_or(StdDuration::MAX);
+    let (idle_for, writes_count) = match idle {
+        Idle::Never => (None, false),
+        Idle::EitherWay(d) => (Some(d), true),
+        Idle::Received(d) => (Some(d), false),
+    };
     let mut last_frame = tokio::time::Instant::now();
-    let timer = tokio::time::sleep(idle.unwrap_or(StdDuration::from_hours(24 * 365)));
+    let timer = tokio::time::sleep(idle_for.unwrap_or(StdDuration::from_hours(24 * 365)));
     tokio::pin!(timer);
+    let idle_for = idle_for.unwrap_or(StdDuration::MAX);
     loop {
         tokio::select! {
-            () = &mut timer, if idle.is_some() => {
+            () = &mut timer, if idle_for != StdDuration::MAX => {
                 let due = last_frame + idle_for;
                 if due <= tokio::time::Instant::now() {
                     return Err(NetError::Idle(idle_for));
@@ -510,7 +532,9 @@ async fn connection(
                 }
                 wr.write_all(&out).await?;
                 stats.add_bytes_out(out.len() as u64);
-                last_frame = tokio::time::Instant::now();
+                if writes_count {
+                    last_frame = tokio::time::Instant::now();
+                }
             }
         }
     }
@@ -747,6 +771,7 @@ impl ServerGear {
                                 }
                             },
                         };
+                        let idle = idle.map_or(Idle::Never, Idle::EitherWay);
                         let r = connection(stream, conn, Arc::clone(&peer), framing, &events, wrx, None, &stats, idle).await;
                         closed(&bad, &idle_closes, "terminal", &peer, &r);
                         let _ = events.send(Event::Down { conn }).await;
@@ -804,6 +829,8 @@ struct ClientGear {
     spec: Arc<Spec>,
     keepalive: KeepAlive,
     bad: Arc<AtomicU64>,
+    /// Connections closed after three echo intervals with nothing received.
+    dead: Arc<AtomicU64>,
 }
 
 /// MMDDhhmmss of now (UTC), for DE 7 of network messages.
@@ -866,6 +893,7 @@ async fn keep_connected(
     ka: KeepAlive,
     events: mpsc::Sender<Event>,
     bad: Arc<AtomicU64>,
+    dead: Arc<AtomicU64>,
     cancel: CancellationToken,
     tls: Option<(tokio_rustls::TlsConnector, Option<String>)>,
     stats: Arc<GearStats>,
@@ -925,6 +953,13 @@ async fn keep_connected(
             return;
         }
         tracing::info!(%addr, "issuer connection up");
+        // Three echoes without a frame back: the issuer (or the path to
+        // it) is gone even if the socket looks open; reconnect.
+        let dead_after = if ka.echo.is_zero() {
+            Idle::Never
+        } else {
+            Idle::Received(ka.echo.saturating_mul(3))
+        };
         let echo = async {
             if ka.echo.is_zero() {
                 return std::future::pending::<()>().await;
@@ -941,9 +976,9 @@ async fn keep_connected(
         let r = tokio::select! {
             () = cancel.cancelled() => return,
             () = echo => Ok(()),
-            r = connection(stream, conn, Arc::clone(&peer), framing, &events, wrx, Some(&filter), &stats, None) => r,
+            r = connection(stream, conn, Arc::clone(&peer), framing, &events, wrx, Some(&filter), &stats, dead_after) => r,
         };
-        closed(&bad, &AtomicU64::new(0), "issuer", &peer, &r);
+        closed(&bad, &dead, "issuer", &peer, &r);
         if events.send(Event::Down { conn }).await.is_err() {
             return;
         }
@@ -1043,6 +1078,7 @@ impl ClientGear {
                         self.keepalive,
                         events_tx.clone(),
                         Arc::clone(&self.bad),
+                        Arc::clone(&self.dead),
                         cancel.clone(),
                         self.tls.clone().map(|c| (c, self.server_name.clone())),
                         Arc::clone(&io.ctx().stats),
