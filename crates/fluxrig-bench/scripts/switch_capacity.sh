@@ -12,7 +12,9 @@
 # half-way, 3 s after) and CPU seconds (user + system) during the load.
 #
 # usage: BINS="new=path [old=path]" [POLICIES="always interval:5ms"] \
-#        [PYTHON=python3] switch_capacity.sh SECONDS RATE...
+#        [SCENARIO=file] [PYTHON=python3] switch_capacity.sh SECONDS RATE...
+# SCENARIO (default examples/payment-switch.yaml) must use the example's
+# ports (8583, 9583, 9584); they are moved to 18583, 19583, 19584.
 set -u
 SECS=$1; shift
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -24,7 +26,7 @@ FIRST=${PAIRS[0]#*=}
 TICK=$(getconf CLK_TCK)
 B=$(mktemp -d)
 sed -e 's/127.0.0.1:8583/127.0.0.1:18583/; s/127.0.0.1:9583/127.0.0.1:19583/; s/127.0.0.1:9584/127.0.0.1:19584/' \
-  "$ROOT/examples/payment-switch.yaml" > "$B/switch.yaml"
+  "${SCENARIO:-$ROOT/examples/payment-switch.yaml}" > "$B/switch.yaml"
 "$FIRST" iso8583 issuer --listen 127.0.0.1:19583 > /dev/null 2>&1 &
 IA=$!
 "$FIRST" iso8583 issuer --listen 127.0.0.1:19584 > /dev/null 2>&1 &
