@@ -1355,9 +1355,9 @@ impl Writer {
             let lazy = self.shared.opts.lazy_sync;
             let deadline = match self.shared.opts.sync {
                 SyncPolicy::Always => {
-                    let written = (unsynced && self.syncing.is_none())
-                        .then(|| self.lazy_deadline())
-                        .flatten();
+                    let written = self
+                        .lazy_deadline()
+                        .filter(|_| unsynced && self.syncing.is_none());
                     let queued = q.since.filter(|_| !q.entries.is_empty()).map(|t| t + lazy);
                     written.into_iter().chain(queued).min()
                 }

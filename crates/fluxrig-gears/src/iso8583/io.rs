@@ -454,6 +454,16 @@ enum Idle {
     Received(StdDuration),
 }
 
+impl Idle {
+    /// How long a connection may be idle, if it may not be forever.
+    fn limit(self) -> Option<StdDuration> {
+        match self {
+            Idle::Never => None,
+            Idle::EitherWay(d) | Idle::Received(d) => Some(d),
+        }
+    }
+}
+
 /// Runs one connection: frames read go to `events`, frames from its
 /// writer queue are written; counts the connection and its bytes in the
 /// gear's stats. Returns why it ended (`Ok` for a clean close).
@@ -484,21 +494,16 @@ async fn connection(
     // One timer for the connection's life: frames only note the time, and
     // when the timer fires it is moved to the last frame's time + `idle`
     // (re-arming a timer per frame costs more than the frame).
-    let (idle_for, writes_count) = match idle {
-        Idle::Never => (None, false),
-        Idle::EitherWay(d) => (Some(d), true),
-        Idle::Received(d) => (Some(d), false),
-    };
     let mut last_frame = tokio::time::Instant::now();
-    let timer = tokio::time::sleep(idle_for.unwrap_or(StdDuration::from_hours(24 * 365)));
+    let timer = tokio::time::sleep(idle.limit().unwrap_or(StdDuration::from_hours(24 * 365)));
     tokio::pin!(timer);
-    let idle_for = idle_for.unwrap_or(StdDuration::MAX);
     loop {
         tokio::select! {
-            () = &mut timer, if idle_for != StdDuration::MAX => {
-                let due = last_frame + idle_for;
+            () = &mut timer, if idle.limit().is_some() => {
+                let limit = idle.limit().unwrap_or(StdDuration::MAX);
+                let due = last_frame + limit;
                 if due <= tokio::time::Instant::now() {
-                    return Err(NetError::Idle(idle_for));
+                    return Err(NetError::Idle(limit));
                 }
                 timer.as_mut().reset(due);
             }
@@ -532,7 +537,7 @@ async fn connection(
                 }
                 wr.write_all(&out).await?;
                 stats.add_bytes_out(out.len() as u64);
-                if writes_count {
+                if matches!(idle, Idle::EitherWay(_)) {
                     last_frame = tokio::time::Instant::now();
                 }
             }
