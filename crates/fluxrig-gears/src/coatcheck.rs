@@ -248,10 +248,15 @@ impl CoatCheckGear {
     /// explicit `fields` the dialect does not classify.
     fn each(&self, data: &mut Value, f: &mut PlaceFn<'_>) -> Result<(), String> {
         let mut result = Ok(());
+        // Places visited, to skip them among the explicit `fields` (only
+        // kept when there are explicit fields).
         let mut seen = BTreeSet::new();
+        let explicit = !self.fields.is_empty();
         visit_classified(&self.spec, data, &mut |label, s, v| {
             if result.is_ok() && self.selected(label, s) {
-                seen.insert(label.to_owned());
+                if explicit {
+                    seen.insert(label.to_owned());
+                }
                 result = f(label, Some(s), v);
             }
         });

@@ -52,27 +52,22 @@ pub fn visit_classified(
     data: &mut Value,
     f: &mut dyn FnMut(&str, Sensitivity, &mut Value),
 ) {
-    for el in spec.elements() {
-        if !el.is_sensitive() {
+    for c in &spec.classified {
+        let Some(el) = spec.element(c.number) else {
             continue;
-        }
+        };
         let Some(v) = get_path_mut(data, el.data_path()) else {
             continue;
         };
-        let label = el.data_path().join(".");
         if let Some(s) = el.sensitivity {
-            f(&label, s, v);
+            f(&c.label, s, v);
             continue;
         }
         match (&el.subfields, v) {
-            (
-                Some(Subfields::Positional { fields } | Subfields::Bitmap { fields, .. }),
-                Value::Map(m),
-            ) => {
-                for (n, sf) in fields {
-                    let key = format!("sf{n}");
-                    if let (Some(s), Some(v)) = (sf.sensitivity, m.get_mut(&key)) {
-                        f(&format!("{label}.{key}"), s, v);
+            (Some(Subfields::Positional { .. } | Subfields::Bitmap { .. }), Value::Map(m)) => {
+                for (key, label, s) in &c.subfields {
+                    if let Some(v) = m.get_mut(key) {
+                        f(label, *s, v);
                     }
                 }
             }
@@ -85,12 +80,12 @@ pub fn visit_classified(
                             .and_then(|t| t.sensitivity)
                         && let Some(v) = m.get_mut("value")
                     {
-                        f(&format!("{label}.{}", tag.to_ascii_uppercase()), s, v);
+                        f(&format!("{}.{}", c.label, tag.to_ascii_uppercase()), s, v);
                     }
                 }
             }
             // Structured form not used (raw text): the whole element.
-            (_, v) => f(&label, Sensitivity::Pii, v),
+            (_, v) => f(&c.label, Sensitivity::Pii, v),
         }
     }
 }

@@ -543,7 +543,9 @@ impl Checker {
             limits: Limits::DEFAULT,
             table: Vec::new(),
             by_alias: std::collections::HashMap::new(),
+            classified: Vec::new(),
         };
+        spec.classified = crate::spec::Classified::of(&spec.elements);
         spec.table = spec
             .elements
             .iter()

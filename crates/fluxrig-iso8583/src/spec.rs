@@ -400,6 +400,54 @@ pub struct Spec {
     /// Element number by alias.
     #[serde(skip)]
     pub(crate) by_alias: std::collections::HashMap<String, u8>,
+    /// The elements with a classified value, with their labels: what the
+    /// maskers and the coat check visit on every message.
+    #[serde(skip)]
+    pub(crate) classified: Vec<Classified>,
+}
+
+/// An element that is, or has subfields that are, classified; labels made
+/// once when the dialect is compiled rather than per message.
+#[derive(Debug, Clone)]
+pub(crate) struct Classified {
+    /// The element's number.
+    pub(crate) number: u8,
+    /// Its data path joined with `.` (`card.pan`, `de48`).
+    pub(crate) label: String,
+    /// Subfields by key (`sf3`), with their labels (`de48.sf3`) and classes.
+    pub(crate) subfields: Vec<(String, String, Sensitivity)>,
+}
+
+impl Classified {
+    /// The classified places of a dialect's elements.
+    pub(crate) fn of(elements: &[Option<Element>]) -> Vec<Classified> {
+        elements
+            .iter()
+            .flatten()
+            .filter(|e| e.is_sensitive())
+            .map(|e| {
+                let label = e.path.join(".");
+                let subfields = match &e.subfields {
+                    Some(Subfields::Positional { fields } | Subfields::Bitmap { fields, .. }) => {
+                        fields
+                            .iter()
+                            .filter_map(|(n, sf)| {
+                                let key = format!("sf{n}");
+                                let l = format!("{label}.{key}");
+                                sf.sensitivity.map(|s| (key, l, s))
+                            })
+                            .collect()
+                    }
+                    _ => Vec::new(),
+                };
+                Classified {
+                    number: e.number,
+                    label,
+                    subfields,
+                }
+            })
+            .collect()
+    }
 }
 
 /// Size limits of the codec.

@@ -337,3 +337,30 @@ fn usage_rules_of_the_message_type() {
     assert_eq!(s.response_mti("0420"), Some("0430"));
     assert_eq!(s.message("0800").unwrap().echo, [7, 11, 70]);
 }
+
+#[test]
+fn classified_places_are_visited_with_their_labels() {
+    let sdl = MIXED.replace(
+        "2: { name: Reference, type: ans, var: LL, max: 40 }",
+        "2: { name: Reference, type: ans, var: LL, max: 40, sensitivity: pii }",
+    );
+    let mixed = fluxrig_iso8583::sdl::load_str("mixed", &sdl).unwrap();
+    let mut b = MessageBuilder::new();
+    b.set_mti("0200")
+        .set(2, "411111111111111")
+        .set(35, "4111111111111111=2812101")
+        .set(41, "TERM01")
+        .set(48, "WB12REF-00000001");
+    let wire = mixed.encode_to_vec(&b).unwrap();
+    let mut v = to_value(&mixed.decode(&wire).unwrap());
+    let mut seen = Vec::new();
+    mask::visit_classified(&mixed, &mut v, &mut |label, s, _| {
+        seen.push(format!("{label}:{}", s.as_str()));
+    });
+    // DE 43 is classified but absent; DE 48's sf1 is not classified.
+    assert_eq!(seen, ["card.pan:pan", "de35:track", "de48.sf2:pii"]);
+    mask::mask_data(&mixed, &mut v);
+    let de48 = v.get("de48").unwrap();
+    assert_eq!(de48.get("sf1").unwrap().as_str(), Some("WB"));
+    assert_eq!(de48.get("sf2").unwrap().as_str(), Some("************"));
+}

@@ -40,7 +40,7 @@
 pub mod keys;
 pub mod token;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read as _, Write as _};
 use std::path::{Path, PathBuf};
@@ -193,10 +193,11 @@ pub struct Removed {
 struct Entry {
     key_id: u32,
     expires_ns: u64,
-    label: String,
+    /// Shared by the entries of one label (see [`Inner::intern`]).
+    label: Arc<str>,
     fingerprint: Option<[u8; 32]>,
     nonce: [u8; 12],
-    ct: Vec<u8>,
+    ct: Box<[u8]>,
 }
 
 impl Entry {
@@ -211,8 +212,13 @@ struct Inner {
     keyring: Keyring,
     keys: HashMap<u32, DataKey>,
     vault_id: [u8; 16],
-    entries: HashMap<String, Entry>,
-    by_expiry: BTreeSet<(u64, String)>,
+    /// Entries by token; the token's one allocation is shared with
+    /// `by_expiry`. An entry costs about 370 bytes of memory with the
+    /// table's slack (`examples/entry_memory.rs`).
+    entries: HashMap<Arc<str>, Entry>,
+    by_expiry: BTreeSet<(u64, Arc<str>)>,
+    /// The labels in use (a few per gear), shared by their entries.
+    labels: HashSet<Arc<str>>,
     log: BufWriter<File>,
     log_bytes: u64,
     live_bytes: u64,
@@ -330,14 +336,14 @@ fn parse(body: &[u8]) -> Option<Record> {
             let token = c.short()?;
             let key_id = u32::from_be_bytes(c.array()?);
             let expires_ns = u64::from_be_bytes(c.array()?);
-            let label = c.short()?;
+            let label = Arc::from(c.short()?);
             let fingerprint = match c.u8()? {
                 0 => None,
                 1 => Some(c.array()?),
                 _ => return None,
             };
             let nonce = c.array()?;
-            let ct = c.0.to_vec();
+            let ct = c.0.into();
             Some(Record::Put(
                 token,
                 Entry {
@@ -422,6 +428,7 @@ impl Vault {
             vault_id,
             entries: HashMap::new(),
             by_expiry: BTreeSet::new(),
+            labels: HashSet::new(),
             log: BufWriter::with_capacity(64 * 1024, log),
             log_bytes,
             live_bytes: 0,
@@ -553,7 +560,7 @@ impl Vault {
                     if t == pan {
                         continue;
                     }
-                    match g.entries.get(&t) {
+                    match g.entries.get(t.as_str()) {
                         None => {
                             found = Some(t);
                             break;
@@ -570,7 +577,7 @@ impl Vault {
             }
             None => (token::opaque(&keys::random::<16>()?), None),
         };
-        let existing = g.entries.get(&token).map(|e| e.expires_ns);
+        let existing = g.entries.get(token.as_str()).map(|e| e.expires_ns);
         if existing.is_none() && g.entries.len() >= opts.max_entries {
             match opts.when_full {
                 WhenFull::Reject => return Err(VaultError::Full(opts.max_entries)),
@@ -584,10 +591,10 @@ impl Vault {
         let mut e = Entry {
             key_id: active,
             expires_ns: expires_ns.max(existing.unwrap_or(0)),
-            label: opts.label.chars().take(255).collect(),
+            label: g.intern(opts.label),
             fingerprint,
             nonce: keys::random::<12>()?,
-            ct: Vec::new(),
+            ct: Box::default(),
         };
         let key = g.keys.get(&active).ok_or(VaultError::KeyRetired(active))?;
         let a = aad(&g.vault_id, &token, &e);
@@ -600,7 +607,8 @@ impl Vault {
                     aad: &a,
                 },
             )
-            .map_err(|_| VaultError::Tampered)?;
+            .map_err(|_| VaultError::Tampered)?
+            .into_boxed_slice();
         g.append(&frame(&put_body(&token, &e)))?;
         g.insert(token.clone(), e);
         Ok(token)
@@ -636,13 +644,13 @@ impl Vault {
     pub fn sweep(&self, now_ns: u64) -> Result<(), VaultError> {
         let mut g = lock(&self.inner);
         self.reload_keyring(&mut g);
-        let mut gone: Vec<(String, Removal)> = g
+        let mut gone: Vec<(Arc<str>, Removal)> = g
             .by_expiry
             .iter()
             .take_while(|(exp, _)| *exp <= now_ns)
             .map(|(_, t)| (t.clone(), Removal::Expired))
             .collect();
-        let retired: Vec<String> = g
+        let retired: Vec<Arc<str>> = g
             .entries
             .iter()
             .filter(|(_, e)| !g.keys.contains_key(&e.key_id) && e.expires_ns > now_ns)
@@ -652,6 +660,7 @@ impl Vault {
         for (t, why) in gone {
             g.remove(&t, why)?;
         }
+        g.labels.retain(|l| Arc::strong_count(l) > 1);
         if g.log_bytes > COMPACT_AT && g.log_bytes > 3 * g.live_bytes {
             self.compact(&mut g)?;
         }
@@ -792,21 +801,41 @@ fn seal_aad(vault_id: &[u8; 16], aad: &[u8]) -> Vec<u8> {
 }
 
 impl Inner {
-    fn insert(&mut self, token: String, e: Entry) {
-        if let Some(old) = self.entries.get(&token) {
-            self.by_expiry.remove(&(old.expires_ns, token.clone()));
-            self.live_bytes = self.live_bytes.saturating_sub(old.record_len(&token));
+    /// The shared copy of `label` (at most 255 characters, as recorded).
+    fn intern(&mut self, label: &str) -> Arc<str> {
+        let label = match label.char_indices().nth(255) {
+            Some((cut, _)) => &label[..cut],
+            None => label,
+        };
+        if let Some(l) = self.labels.get(label) {
+            return Arc::clone(l);
         }
-        self.by_expiry.insert((e.expires_ns, token.clone()));
+        let l: Arc<str> = Arc::from(label);
+        self.labels.insert(Arc::clone(&l));
+        l
+    }
+
+    fn insert(&mut self, token: String, mut e: Entry) {
+        e.label = self.intern(&e.label);
+        let token: Arc<str> = match self.entries.get_key_value(token.as_str()) {
+            Some((t, old)) => {
+                let t = Arc::clone(t);
+                self.by_expiry.remove(&(old.expires_ns, Arc::clone(&t)));
+                self.live_bytes = self.live_bytes.saturating_sub(old.record_len(&t));
+                t
+            }
+            None => Arc::from(token),
+        };
+        self.by_expiry.insert((e.expires_ns, Arc::clone(&token)));
         self.live_bytes += e.record_len(&token);
         self.entries.insert(token, e);
     }
 
     fn remove(&mut self, token: &str, why: Removal) -> Result<(), VaultError> {
-        let Some(e) = self.entries.remove(token) else {
+        let Some((t, e)) = self.entries.remove_entry(token) else {
             return Ok(());
         };
-        self.by_expiry.remove(&(e.expires_ns, token.to_owned()));
+        self.by_expiry.remove(&(e.expires_ns, t));
         self.live_bytes = self.live_bytes.saturating_sub(e.record_len(token));
         if self.removed.len() >= MAX_REMOVED {
             let n = self.removed.len() / 2;
@@ -815,7 +844,7 @@ impl Inner {
         }
         self.removed.push(Removed {
             token: token.to_owned(),
-            label: e.label,
+            label: e.label.to_string(),
             key_id: e.key_id,
             expires_ns: e.expires_ns,
             reason: why,
