@@ -25,8 +25,10 @@ use serde::Deserialize;
 
 use crate::iso8583::{default_spec, load_spec, registered_spec};
 
-/// Meta key of a per-message time to live for the entries `park` makes
-/// (a duration such as `30s`), overriding the gear's `ttl`.
+/// Meta key of a per-message time to live (a duration such as `30s`): for
+/// the entries `park` makes, overriding the gear's `ttl`; on `restore`, the
+/// entries restored are kept at least that long from now (a reversal the
+/// conductor repeats until its issuer answers keeps its card data).
 pub const META_TTL: &str = "coatcheck.ttl";
 /// Meta key the at-rest form of a message carries: `raw` when its raw bytes
 /// are sealed under the vault key, `dropped` when they had to be left out.
@@ -115,7 +117,8 @@ pub struct CoatCheckConfig {
     #[serde(default)]
     pub format_preserving: Vec<Class>,
     /// How long a parked value stays in the vault (default 5 minutes); a
-    /// message's meta `coatcheck.ttl` overrides it.
+    /// message's meta `coatcheck.ttl` overrides it (on `restore` it extends
+    /// the entries restored).
     #[serde(default = "default_ttl")]
     pub ttl: Duration,
     /// The most entries the Rack's vault may hold.
@@ -153,7 +156,9 @@ impl GearKind for CoatCheck {
         Fields are chosen by the dialect's `sensitivity` (`classes`, default all) or listed in `fields`. Tokens \
         are opaque (`ct_` + 32 hex) unless a class is in `format_preserving`: a PAN then keeps its length, \
         BIN and last four and stays Luhn-valid, the same PAN giving the same token under one key, so routing by \
-        BIN still works. Entries live `ttl` (meta `coatcheck.ttl` overrides it per message); `park` sweeps \
+        BIN still works. Entries live `ttl` (meta `coatcheck.ttl` overrides it per message; on `restore` the \
+        same meta keeps the entries restored at least that long from now, as the conductor asks for the card \
+        data of its reversals); `park` sweeps \
         them and emits one message per entry gone on `expired` (token, label, key id, reason: `expired`, \
         `key_retired` or `evicted`; never the value). A message that cannot be parked or restored (vault full, \
         token unknown or expired, key retired) goes to `error` with a reason naming the field, never a value; \
@@ -273,14 +278,7 @@ impl CoatCheckGear {
     }
 
     fn park(&self, msg: &mut FluxMsg, now: u64) -> Result<(), String> {
-        let ttl = match msg.meta.get(META_TTL) {
-            Some(t) => {
-                t.parse::<Duration>()
-                    .map_err(|e| format!("meta {META_TTL}: {e}"))?
-                    .0
-            }
-            None => self.ttl,
-        };
+        let ttl = meta_ttl(msg)?.unwrap_or(self.ttl);
         let mut data = std::mem::replace(&mut msg.data, Value::Null);
         let r = self.each(&mut data, &mut |label, s, v| {
             let (text, plain) = match v {
@@ -320,16 +318,27 @@ impl CoatCheckGear {
     }
 
     fn restore(&self, msg: &mut FluxMsg, now: u64) -> Result<(), String> {
+        let hold = meta_ttl(msg)?
+            .map(|d| now.saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)));
+        let unknown = |label: &str, e: VaultError| match e {
+            VaultError::Unknown | VaultError::Expired => {
+                format!("restore {label}: token unknown or expired")
+            }
+            e => format!("restore {label}: {e}"),
+        };
         self.each(&mut msg.data, &mut |label, _, v| {
             let Value::Text(token) = v else {
                 return Ok(());
             };
-            let plain = self.vault.restore(token, now).map_err(|e| match e {
-                VaultError::Unknown | VaultError::Expired => {
-                    format!("restore {label}: token unknown or expired")
-                }
-                e => format!("restore {label}: {e}"),
-            })?;
+            if let Some(until) = hold {
+                self.vault
+                    .extend(token, until, now)
+                    .map_err(|e| unknown(label, e))?;
+            }
+            let plain = self
+                .vault
+                .restore(token, now)
+                .map_err(|e| unknown(label, e))?;
             *v = cbor::from_slice(&plain, Limits::DEFAULT)
                 .map_err(|_| format!("restore {label}: stored value unreadable"))?;
             Ok(())
@@ -354,6 +363,18 @@ impl CoatCheckGear {
             io.emit(port, m).await;
         }
     }
+}
+
+/// The message's meta `coatcheck.ttl`, if it has one.
+fn meta_ttl(msg: &FluxMsg) -> Result<Option<StdDuration>, String> {
+    msg.meta
+        .get(META_TTL)
+        .map(|t| {
+            t.parse::<Duration>()
+                .map(|d| d.0)
+                .map_err(|e| format!("meta {META_TTL}: {e}"))
+        })
+        .transpose()
 }
 
 fn expiry_data(r: &Removed, prefix: &str) -> Value {

@@ -637,6 +637,63 @@ impl Vault {
             .map_err(|_| VaultError::Tampered)
     }
 
+    /// Keeps the entry under `token` until at least `until_ns`: for values
+    /// still needed after their time to live, such as the card data of a
+    /// reversal waiting for its issuer. The expiry is bound to the
+    /// ciphertext, so the value is encrypted again (same key, new nonce) and
+    /// recorded. An entry with at least half of that time still to live is
+    /// left alone, so a value extended on every use is not rewritten every
+    /// time. Fails like [`Vault::restore`] for an unknown or expired token.
+    pub fn extend(&self, token: &str, until_ns: u64, now_ns: u64) -> Result<(), VaultError> {
+        let mut g = lock(&self.inner);
+        if let Some(p) = &g.poisoned {
+            return Err(VaultError::Poisoned(p.clone()));
+        }
+        let e = g.entries.get(token).ok_or(VaultError::Unknown)?;
+        if e.expires_ns <= now_ns {
+            return Err(VaultError::Expired);
+        }
+        if e.expires_ns >= until_ns - until_ns.saturating_sub(now_ns) / 2 {
+            return Ok(());
+        }
+        let key = g
+            .keys
+            .get(&e.key_id)
+            .ok_or(VaultError::KeyRetired(e.key_id))?;
+        let plain = key
+            .aead
+            .decrypt(
+                &e.nonce.into(),
+                Payload {
+                    msg: &e.ct,
+                    aad: &aad(&g.vault_id, token, e),
+                },
+            )
+            .map_err(|_| VaultError::Tampered)?;
+        let mut longer = Entry {
+            key_id: e.key_id,
+            expires_ns: until_ns,
+            label: Arc::clone(&e.label),
+            fingerprint: e.fingerprint,
+            nonce: keys::random::<12>()?,
+            ct: Box::default(),
+        };
+        longer.ct = key
+            .aead
+            .encrypt(
+                &longer.nonce.into(),
+                Payload {
+                    msg: &plain,
+                    aad: &aad(&g.vault_id, token, &longer),
+                },
+            )
+            .map_err(|_| VaultError::Tampered)?
+            .into_boxed_slice();
+        g.append(&frame(&put_body(token, &longer)))?;
+        g.insert(token.to_owned(), longer);
+        Ok(())
+    }
+
     /// Housekeeping, about once a second: picks up a changed keyring
     /// (rotation, retirement), removes expired entries and entries whose
     /// key was retired, syncs the log, compacts it when due. What it removed

@@ -102,6 +102,51 @@ fn expired_entries_are_gone_and_reported_once_even_across_a_restart() {
 }
 
 #[test]
+fn an_extended_entry_outlives_its_ttl_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = Vault::open(dir.path()).unwrap();
+    let mut short = opts("card.pan");
+    short.ttl = Duration::from_secs(10);
+    let a = v.park(b"held for a reversal", &short, T0).unwrap();
+    let b = v.park(b"not held", &short, T0).unwrap();
+    v.extend(&a, T0 + 3600 * SEC, T0 + 5 * SEC).unwrap();
+    // Extending to an earlier time changes nothing, nor does extending an
+    // entry with more than half of the time asked for still to live.
+    v.extend(&a, T0 + 60 * SEC, T0 + 6 * SEC).unwrap();
+    let log = dir.path().join("entries.log");
+    v.sync().unwrap();
+    let len = std::fs::metadata(&log).unwrap().len();
+    v.extend(&a, T0 + 5000 * SEC, T0 + 7 * SEC).unwrap();
+    v.sync().unwrap();
+    assert_eq!(std::fs::metadata(&log).unwrap().len(), len);
+    v.extend(&a, T0 + 9000 * SEC, T0 + 8 * SEC).unwrap();
+    v.sync().unwrap();
+    assert!(std::fs::metadata(&log).unwrap().len() > len);
+    let gone = swept(&v, T0 + 20 * SEC);
+    assert_eq!(gone.len(), 1);
+    assert_eq!(gone[0].token, b);
+    assert!(matches!(
+        v.extend(&b, T0 + 3600 * SEC, T0 + 20 * SEC),
+        Err(VaultError::Unknown)
+    ));
+    v.sync().unwrap();
+    drop(v);
+    // The longer life is recorded: after a restart the value is still
+    // there, and goes at its new expiry.
+    let v = Vault::open(dir.path()).unwrap();
+    assert_eq!(
+        v.restore(&a, T0 + 8000 * SEC).unwrap(),
+        b"held for a reversal"
+    );
+    assert!(matches!(
+        v.extend(&a, T0 + 20_000 * SEC, T0 + 9000 * SEC),
+        Err(VaultError::Expired)
+    ));
+    assert_eq!(swept(&v, T0 + 9000 * SEC).len(), 1);
+    assert_eq!(v.len(), 0);
+}
+
+#[test]
 fn a_full_vault_rejects_or_evicts_by_policy() {
     let dir = tempfile::tempdir().unwrap();
     let v = Vault::open(dir.path()).unwrap();

@@ -689,6 +689,76 @@ fn an_issuer_that_stops_answering_is_reconnected_after_three_unanswered_echoes()
     );
 }
 
+#[test]
+fn a_reversal_outlives_the_vaults_ttl_while_its_issuer_stays_silent() {
+    // Issuer A takes everything and answers nothing: the request times out,
+    // its 0420 and 0421s are never acknowledged. The coat check keeps card
+    // data for 3 s only; the reversal must keep going out after that.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let a_port = silent.local_addr().unwrap().port();
+    let repeats = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    std::thread::spawn({
+        let repeats = std::sync::Arc::clone(&repeats);
+        move || {
+            for s in silent.incoming().flatten() {
+                let repeats = std::sync::Arc::clone(&repeats);
+                // Frames: 2-byte big-endian length, then the message (MTI first).
+                std::thread::spawn(move || {
+                    let mut r = BufReader::new(s);
+                    let mut len = [0_u8; 2];
+                    while r.read_exact(&mut len).is_ok() {
+                        let mut m = vec![0_u8; usize::from(u16::from_be_bytes(len))];
+                        if r.read_exact(&mut m).is_err() {
+                            break;
+                        }
+                        if m.starts_with(b"0421") {
+                            repeats.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                    }
+                });
+            }
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_b, b_port) = issuer(&d.join("b.jsonl"));
+    let port = free_port();
+    let example = std::fs::read_to_string(root().join("examples/payment-switch.yaml")).unwrap();
+    let park = "format_preserving: [pan]}";
+    assert!(example.contains(park) && example.contains("      timeout: 2s\n"));
+    let scenario = on_ports(&example, port, a_port, b_port)
+        .replace(park, "format_preserving: [pan], ttl: 3s}")
+        .replace(
+            "      timeout: 2s\n",
+            "      timeout: 2s\n      reversal_retry: 200ms\n",
+        );
+    let file = d.join("switch.yaml");
+    std::fs::write(&file, scenario).unwrap();
+    let rack_log = d.join("rack.log");
+    let _rack = run_rack(&file, &d.join("data"), &rack_log, port);
+
+    // The terminal gets its 91 after 2 s; the 0420 leaves then, and the
+    // 0421s every 200 ms: 20 of them take the reversal to about 6 s after
+    // the request, twice the vault's ttl.
+    let out = Command::new(python())
+        .arg(root().join("tests/python/switch_terminal.py"))
+        .args(["127.0.0.1", &port.to_string(), "silent"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    wait_until(
+        "20 repeats of the reversal",
+        Duration::from_secs(30),
+        || repeats.load(std::sync::atomic::Ordering::SeqCst) >= 20,
+    );
+    let log = std::fs::read_to_string(&rack_log).unwrap();
+    assert!(!log.contains("unknown or expired"), "{log}");
+}
+
 fn on_ports(example: &str, port: u16, a_port: u16, b_port: u16) -> String {
     example
         .replace("127.0.0.1:8583", &format!("127.0.0.1:{port}"))

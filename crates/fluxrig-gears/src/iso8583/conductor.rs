@@ -41,6 +41,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::reversal_log::{AnsweredRecord, ReversalLog, Unsettled};
+use crate::coatcheck::META_TTL;
 
 use super::{META_CONN, META_HEADER, META_PEER, META_TARGET, default_spec, load_spec};
 
@@ -125,6 +126,10 @@ fn default_retry() -> Duration {
     secs(5)
 }
 
+fn default_hold() -> Duration {
+    Duration(StdDuration::from_hours(24))
+}
+
 fn default_window() -> Duration {
     secs(30)
 }
@@ -184,6 +189,14 @@ pub struct ConductorConfig {
     /// Wait between repeats (0421) of an unacknowledged reversal.
     #[serde(default = "default_retry")]
     pub reversal_retry: Duration,
+    /// How long the card data of a reversal is kept after each attempt:
+    /// every 0420/0421 carries it in meta `coatcheck.ttl`, and a coat check
+    /// `restore` on the way to the issuer extends the vault entries it
+    /// restores by it, so a reversal whose issuer stays silent longer than
+    /// the vault's `ttl` still goes out. It must cover `reversal_retry` and
+    /// any time the Rack may be down with reversals queued.
+    #[serde(default = "default_hold")]
+    pub reversal_hold: Duration,
     /// How long answered requests are remembered to answer duplicates.
     #[serde(default = "default_window")]
     pub duplicate_window: Duration,
@@ -253,7 +266,8 @@ impl GearKind for Conductor {
         After `timeout` the terminal gets the response with DE 39 `timeout_code` (91), and an authorization or \
         financial request that was forwarded gets a 0420 reversal to the same target (carrying the original data \
         elements: DE 90, or DE 56 in 1993 dialects), repeated as 0421 every \
-        `reversal_retry` until the 0430 arrives. A request whose key is pending or was answered within \
+        `reversal_retry` until the 0430 arrives; each carries meta `coatcheck.ttl` = `reversal_hold` (24 h), \
+        so a coat check `restore` keeps the reversal's card data in the vault as long as it is repeated. A request whose key is pending or was answered within \
         `duplicate_window` is never forwarded again: it gets the original answer when known, else DE 39 \
         `duplicate_code` (94).\n\n\
         The reversal queue is store-and-forward: with `durable_reversals` (default) each reversal is written \
@@ -339,6 +353,12 @@ impl GearKind for Conductor {
                     ));
                 }
             }
+        }
+        if config.reversal_hold.get() <= config.reversal_retry.get() {
+            issues.push(ConfigIssue::new(
+                "reversal_hold",
+                "must be longer than `reversal_retry` (the card data would expire between two attempts)",
+            ));
         }
         if config.timeout.get().is_zero() {
             issues.push(ConfigIssue::new("timeout", "must be above zero"));
@@ -437,6 +457,7 @@ impl GearKind for Conductor {
             no_route_code: config.no_route_code.clone(),
             duplicate_code: config.duplicate_code.clone(),
             reversal_retry: config.reversal_retry.get(),
+            reversal_hold: format!("{}ms", config.reversal_hold.get().as_millis()),
             window: config.duplicate_window.get(),
             max_pending: config.max_pending,
             max_remembered: config.max_remembered,
@@ -737,6 +758,8 @@ struct ConductorGear {
     no_route_code: String,
     duplicate_code: String,
     reversal_retry: StdDuration,
+    /// `reversal_hold` as meta `coatcheck.ttl` wants it.
+    reversal_hold: String,
     window: StdDuration,
     max_pending: usize,
     max_remembered: usize,
@@ -1383,6 +1406,7 @@ impl ConductorGear {
                 map.insert(MTI_KEY, "0421");
             }
             m.id = io.out.new_id();
+            m.meta.insert(META_TTL, self.reversal_hold.as_str());
             io.out.emit(io.issuers, m).await;
         }
         while let Some((at, _)) = self.seen_order.front() {
@@ -1448,6 +1472,7 @@ impl ConductorGear {
             msg.trace = p.request.trace;
             msg.src = Some(io.out.ctx().entity);
             msg.ts = fluxrig_gear::now_ns();
+            msg.meta.insert(META_TTL, self.reversal_hold.as_str());
             let msg = self.to_target(msg, p.target);
             let reversal = Reversal {
                 key,
