@@ -366,16 +366,29 @@ impl Inbox {
     }
 
     /// Takes up to `max` ready messages without waiting (after a `recv`
-    /// that returned one), so a gear can work in batches.
+    /// that returned one), so a gear can work in batches. The wires take
+    /// turns, one message each, from where `recv` left off: a wire with a
+    /// backlog (new requests) does not starve the others (replies to
+    /// requests already forwarded).
     pub fn try_recv_many(&mut self, out: &mut Vec<FluxMsg>, max: usize) -> usize {
         let start = out.len();
-        for r in &mut self.rx {
-            while out.len() - start < max {
-                match r.try_recv() {
-                    Ok(m) => out.push(m),
-                    Err(_) => break,
+        let n = self.rx.len();
+        // Wires found empty in a row: a whole round of them ends the batch.
+        let mut empty = 0;
+        let mut i = self.next;
+        while n > 0 && empty < n && out.len() - start < max {
+            i %= n;
+            match self.rx[i].try_recv() {
+                Ok(m) => {
+                    out.push(m);
+                    empty = 0;
                 }
+                Err(_) => empty += 1,
             }
+            i += 1;
+        }
+        if n > 0 {
+            self.next = i % n;
         }
         out.len() - start
     }
@@ -393,6 +406,34 @@ mod tests {
 
     fn msg(i: u64) -> FluxMsg {
         FluxMsg::new(FluxId::from_raw(i), Value::from(i))
+    }
+
+    #[tokio::test]
+    async fn a_batch_takes_from_every_wire_in_turn() {
+        let (a, ra) = lane(256, WhenFull::Block, "requests");
+        let (b, rb) = lane(256, WhenFull::Block, "replies");
+        for i in 0..200 {
+            a.send(msg(i)).await.unwrap();
+        }
+        for i in 1000..1010 {
+            b.send(msg(i)).await.unwrap();
+        }
+        let mut inbox = Inbox::new(vec![ra, rb]);
+        let mut batch = vec![inbox.recv().await.unwrap()];
+        inbox.try_recv_many(&mut batch, 63);
+        let ids: Vec<u64> = batch.iter().map(|m| m.id.get()).collect();
+        assert_eq!(ids.len(), 64);
+        // All ten replies are in the first batch, alternating with
+        // requests, each wire in its own order.
+        assert_eq!(&ids[..4], &[0, 1000, 1, 1001]);
+        let replies: Vec<u64> = ids.iter().copied().filter(|i| *i >= 1000).collect();
+        assert_eq!(replies, (1000..1010).collect::<Vec<_>>());
+        let requests: Vec<u64> = ids.iter().copied().filter(|i| *i < 1000).collect();
+        assert_eq!(requests, (0..54).collect::<Vec<_>>());
+        // The next batch goes on with the requests alone.
+        let mut more = Vec::new();
+        assert_eq!(inbox.try_recv_many(&mut more, 1000), 146);
+        assert_eq!(more.first().map(|m| m.id.get()), Some(54));
     }
 
     #[tokio::test]
