@@ -9,7 +9,9 @@
 # During each switch run fsync_probe.py measures the disk (313-byte write +
 # fdatasync, one at a time, in the Rack's data dir). Printed per run: the
 # load tool's JSON, the probe's count/p50/p99/max, the Rack's RSS (idle,
-# half-way, 3 s after) and CPU seconds (user + system) during the load.
+# half-way, 3 s after), CPU seconds (user + system) during the load, the
+# conductor's last counts (forwarded, replied, timeouts, reversals...) and
+# the dead letters counted when the Rack stopped.
 #
 # usage: BINS="new=path [old=path]" [POLICIES="always interval:5ms"] \
 #        [SCENARIO=file] [PYTHON=python3] switch_capacity.sh SECONDS RATE...
@@ -60,7 +62,10 @@ for TPS in "$@"; do
       sleep 3
       AFTER=$(rss $RACK)
       kill -TERM $RACK; wait $RACK
-      echo "$(date -u +%H:%M:%S) tps=$TPS case=$LABEL/$POLICY load=$LOADAVG rss_kb[idle,mid,after]=[$IDLE,$(cat "$B/mid"),$AFTER] rack_cpu_s=$(awk -v c=$((C1 - C0)) -v t="$TICK" 'BEGIN {printf "%.2f", c / t}') fsync[n,p50,p99,max]=[$(cat "$B/probe.out")] $R"
+      # The conductor's last counts and the dead letters at the stop.
+      COUNTS=$(grep -o 'conductor forwarded=.* failovers=[0-9]*' "$B/rack.log" | tail -1 | sed 's/^conductor //')
+      DEAD=$(grep -o 'rack stopped dead_letters=[0-9]*' "$B/rack.log" | tail -1 | sed 's/^rack stopped //')
+      echo "$(date -u +%H:%M:%S) tps=$TPS case=$LABEL/$POLICY load=$LOADAVG rss_kb[idle,mid,after]=[$IDLE,$(cat "$B/mid"),$AFTER] rack_cpu_s=$(awk -v c=$((C1 - C0)) -v t="$TICK" 'BEGIN {printf "%.2f", c / t}') fsync[n,p50,p99,max]=[$(cat "$B/probe.out")] $R conductor[$COUNTS] ${DEAD:-dead_letters=0}"
     done
   done
 done
