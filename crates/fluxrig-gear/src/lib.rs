@@ -15,7 +15,8 @@
 //!
 //! Messages move through [`GearIo`]: bounded lanes (back-pressure, never
 //! unbounded memory), order kept per wire, fan-out copies to every wire of a
-//! port, fan-in merges the wires of a port. A message that fails goes to the
+//! port, fan-in merges the wires of a port (taking from each in turn, so a
+//! backlog on one wire does not starve the others). A message that fails goes to the
 //! gear's `error` port when wired, else to the Rack's dead-letter log —
 //! never silently dropped.
 

@@ -151,7 +151,11 @@ fn default_duplicate_code() -> String {
 }
 
 fn default_max_pending() -> usize {
-    200_000
+    10_000
+}
+
+fn default_busy_code() -> String {
+    code("91")
 }
 
 fn default_max_remembered() -> usize {
@@ -200,9 +204,16 @@ pub struct ConductorConfig {
     /// How long answered requests are remembered to answer duplicates.
     #[serde(default = "default_window")]
     pub duplicate_window: Duration,
-    /// Most requests pending at once; more are answered `duplicate_code` at once.
+    /// Most requests forwarded and not yet answered at once (admission
+    /// control); a request beyond it is not forwarded but answered DE 39
+    /// `busy_code` at once. Size it as rate × issuer latency with room:
+    /// queued work beyond what the issuers answer within `timeout` only
+    /// turns into timeouts and reversals.
     #[serde(default = "default_max_pending")]
     pub max_pending: usize,
+    /// DE 39 answered when `max_pending` requests are in flight.
+    #[serde(default = "default_busy_code")]
+    pub busy_code: String,
     /// Most answers remembered for duplicates (the oldest are forgotten first).
     #[serde(default = "default_max_remembered")]
     pub max_remembered: usize,
@@ -257,8 +268,10 @@ impl GearKind for Conductor {
         tried).\n\n\
         A request is matched against `routes` in order (PAN prefix, BIN range, MTI, element conditions) and goes out by \
         `issuers` with meta `iso8583.target` set to a target of the rule's group (`failover`, `round_robin` or `least_outstanding`). \
-        No matching rule: the terminal is answered with DE 39 `no_route_code` (15). 0800 from terminals are \
-        answered 0810 here.\n\n\
+        No matching rule: the terminal is answered with DE 39 `no_route_code` (15). With `max_pending` requests \
+        forwarded and not yet answered (10,000), a new one is not forwarded but answered DE 39 `busy_code` (91) \
+        at once: an overloaded switch declines what it cannot answer in time instead of queueing it into \
+        timeouts and reversals. 0800 from terminals are answered 0810 here.\n\n\
         Replies are correlated by `key` (default DE 11 + 7 + 32 + 41; on the issuer leg, the key elements the \
         dialect says a response echoes) and by the target the request went to, and leave by `terminals` with \
         the original request's `iso8583.conn` and header. A reply that matches nothing pending (late, unknown, \
@@ -353,6 +366,12 @@ impl GearKind for Conductor {
                     ));
                 }
             }
+        }
+        if config.max_pending == 0 {
+            issues.push(ConfigIssue::new(
+                "max_pending",
+                "must be at least 1 (0 would decline every request)",
+            ));
         }
         if config.reversal_hold.get() <= config.reversal_retry.get() {
             issues.push(ConfigIssue::new(
@@ -456,6 +475,7 @@ impl GearKind for Conductor {
             timeout_code: config.timeout_code.clone(),
             no_route_code: config.no_route_code.clone(),
             duplicate_code: config.duplicate_code.clone(),
+            busy_code: config.busy_code.clone(),
             reversal_retry: config.reversal_retry.get(),
             reversal_hold: format!("{}ms", config.reversal_hold.get().as_millis()),
             window: config.duplicate_window.get(),
@@ -738,6 +758,8 @@ struct Counts {
     unmatched: u64,
     reversals: u64,
     reversals_acked: u64,
+    /// Requests answered `busy_code` (`max_pending` in flight).
+    busy: u64,
     failovers: u64,
 }
 
@@ -757,6 +779,7 @@ struct ConductorGear {
     timeout_code: String,
     no_route_code: String,
     duplicate_code: String,
+    busy_code: String,
     reversal_retry: StdDuration,
     /// `reversal_hold` as meta `coatcheck.ttl` wants it.
     reversal_hold: String,
@@ -1127,11 +1150,19 @@ impl ConductorGear {
             return Ok(());
         };
         let issuer_key = self.issuer_key(&class, &msg.data);
-        if self.pending.len() >= self.max_pending || self.pending.contains_key(&issuer_key) {
-            // Full, or another terminal key that the issuer leg cannot tell
-            // apart from one in flight: refuse rather than risk a cross-wire.
-            self.counts.duplicates += u64::from(self.pending.contains_key(&issuer_key));
+        if self.pending.contains_key(&issuer_key) {
+            // Another terminal key that the issuer leg cannot tell apart
+            // from one in flight: refuse rather than risk a cross-wire.
+            self.counts.duplicates += 1;
             let a = self.answer(&msg, &self.duplicate_code, io.out);
+            io.out.emit(io.terminals, a).await;
+            return Ok(());
+        }
+        if self.pending.len() >= self.max_pending {
+            // Admission: what cannot be answered in time is declined now,
+            // not queued towards a timeout and a reversal.
+            self.counts.busy += 1;
+            let a = self.answer(&msg, &self.busy_code, io.out);
             io.out.emit(io.terminals, a).await;
             return Ok(());
         }
@@ -1687,7 +1718,8 @@ impl Gear for ConductorGear {
                                 forwarded = c.forwarded, replied = c.replied, timeouts = c.timeouts,
                                 no_route = c.no_route, duplicates = c.duplicates, unmatched = c.unmatched,
                                 reversals = c.reversals, reversals_acked = c.reversals_acked,
-                                reversals_queued = self.reversals.len(), failovers = c.failovers,
+                                reversals_queued = self.reversals.len(), busy = c.busy,
+                                failovers = c.failovers,
                                 "conductor"
                             );
                         }
@@ -1976,6 +2008,67 @@ mod tests {
                 ("4", "0110", "TERM0001", "94"),
                 ("1", "0810", "TERM0001", "00"),
             ]
+        );
+    }
+
+    #[tokio::test]
+    async fn beyond_max_pending_a_request_is_declined_busy_not_forwarded() {
+        let visa = "4111111111111111";
+        let req = |stan: &str, conn: &str| {
+            msg("0100", visa, stan, "TERM0001", None, &[(META_CONN, conn)])
+        };
+        let inputs = vec![
+            req("000001", "1"),
+            req("000002", "2"),
+            // Two in flight: the third is declined at once.
+            req("000003", "3"),
+            msg(
+                "0110",
+                visa,
+                "000001",
+                "TERM0001",
+                Some("00"),
+                &[(META_TARGET, "a")],
+            ),
+            // One answered: room again.
+            req("000004", "4"),
+        ];
+        let kind = Typed::<Conductor>::new();
+        let dir = tempfile::tempdir().unwrap();
+        let config = format!("{CONFIG}durable_replies: false\nmax_pending: 2\nbusy_code: '96'\n");
+        let run = TestKit::new(&kind, &config)
+            .base_dir(dir.path())
+            .inputs(inputs)
+            .run()
+            .await
+            .unwrap();
+        run.result.unwrap();
+        let forwarded: Vec<_> = run.outputs["issuers"]
+            .iter()
+            .map(|m| field(m, &["trace", "stan"]).unwrap())
+            .collect();
+        assert_eq!(forwarded, ["000001", "000002", "000004"]);
+        let replies: Vec<_> = run.outputs["terminals"]
+            .iter()
+            .map(|m| {
+                (
+                    m.meta.get(META_CONN).unwrap(),
+                    field(m, &["response", "code"]).unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(replies, [("3", "96"), ("1", "00")]);
+    }
+
+    #[test]
+    fn max_pending_of_zero_is_a_config_issue() {
+        let kind = Typed::<Conductor>::new();
+        let node = fluxrig_config::parse(&format!("{CONFIG}max_pending: 0\n")).unwrap();
+        let err =
+            fluxrig_gear::GearType::prepare(&kind, &node, &CheckContext::default()).unwrap_err();
+        assert!(
+            err.iter().any(|e| e.to_string().contains("max_pending")),
+            "{err:?}"
         );
     }
 
