@@ -1753,7 +1753,7 @@ impl Gear for ConductorGear {
 #[cfg(test)]
 mod tests {
     use fluxrig_gear::Typed;
-    use fluxrig_gear::testkit::TestKit;
+    use fluxrig_gear::testkit::{TestKit, TestRun};
     use fluxrig_iso8583::{MessageBuilder, to_value};
     use fluxrig_msg::FluxId;
 
@@ -1762,6 +1762,23 @@ mod tests {
 
     const CONFIG: &str =
         "routes:\n  - {pan_prefix: ['4'], to: visa}\ngroups:\n  visa: {targets: [a]}\n";
+
+    /// Runs the conductor (`CONFIG` + `extra`) over `inputs`, replies going
+    /// out as they come (durable replies: their own tests), the reversal
+    /// log under a temporary data dir; the run must end well.
+    async fn run_plain(extra: &str, inputs: Vec<FluxMsg>) -> TestRun {
+        let kind = Typed::<Conductor>::new();
+        let dir = tempfile::tempdir().unwrap();
+        let config = format!("{CONFIG}durable_replies: false\n{extra}");
+        let run = TestKit::new(&kind, &config)
+            .base_dir(dir.path())
+            .inputs(inputs)
+            .run()
+            .await
+            .unwrap();
+        assert_eq!(run.result, Ok(()));
+        run
+    }
 
     /// A decoded message with `meta`.
     fn msg(
@@ -1953,18 +1970,7 @@ mod tests {
                 &[(META_TARGET, "a")],
             ),
         ];
-        let kind = Typed::<Conductor>::new();
-        // The reversal log goes under the data dir: a temporary one. Replies
-        // go out as they come (durable replies: the next tests).
-        let dir = tempfile::tempdir().unwrap();
-        let config = format!("{CONFIG}durable_replies: false\n");
-        let run = TestKit::new(&kind, &config)
-            .base_dir(dir.path())
-            .inputs(inputs)
-            .run()
-            .await
-            .unwrap();
-        run.result.unwrap();
+        let run = run_plain("", inputs).await;
 
         let fwd = &run.outputs["issuers"];
         let fwd_keys: Vec<_> = fwd[..3]
@@ -2033,16 +2039,7 @@ mod tests {
             // One answered: room again.
             req("000004", "4"),
         ];
-        let kind = Typed::<Conductor>::new();
-        let dir = tempfile::tempdir().unwrap();
-        let config = format!("{CONFIG}durable_replies: false\nmax_pending: 2\nbusy_code: '96'\n");
-        let run = TestKit::new(&kind, &config)
-            .base_dir(dir.path())
-            .inputs(inputs)
-            .run()
-            .await
-            .unwrap();
-        run.result.unwrap();
+        let run = run_plain("max_pending: 2\nbusy_code: '96'\n", inputs).await;
         let forwarded: Vec<_> = run.outputs["issuers"]
             .iter()
             .map(|m| field(m, &["trace", "stan"]).unwrap())
