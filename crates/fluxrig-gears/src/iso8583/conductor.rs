@@ -34,7 +34,7 @@ use fluxrig_gear::{
     BoxFuture, BuildContext, BuildError, CheckContext, ConfigIssue, Gear, GearError, GearIo,
     GearKind, Outputs, PortRef, PortSpec, Role,
 };
-use fluxrig_iso8583::{MTI_KEY, Spec, get_element, remove_element, set_element};
+use fluxrig_iso8583::{MTI_KEY, Sensitivity, Spec, get_element, remove_element, set_element};
 use fluxrig_msg::{FluxMsg, Value};
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -277,8 +277,9 @@ impl GearKind for Conductor {
         the original request's `iso8583.conn` and header. A reply that matches nothing pending (late, unknown, \
         from another target) is counted and dropped, never delivered to another terminal.\n\n\
         After `timeout` the terminal gets the response with DE 39 `timeout_code` (91), and an authorization or \
-        financial request that was forwarded gets a 0420 reversal to the same target (carrying the original data \
-        elements: DE 90, or DE 56 in 1993 dialects), repeated as 0421 every \
+        financial request that was forwarded gets a 0420 reversal to the same target (the request's elements with \
+        the original data elements, DE 90 or DE 56 in 1993 dialects, and without DE 39 and the elements the \
+        dialect classifies `track`, `pin` or `cvv`), repeated as 0421 every \
         `reversal_retry` until the 0430 arrives; each carries meta `coatcheck.ttl` = `reversal_hold` (24 h), \
         so a coat check `restore` keeps the reversal's card data in the vault as long as it is repeated. A request whose key is pending or was answered within \
         `duplicate_window` is never forwarded again: it gets the original answer when known, else DE 39 \
@@ -840,6 +841,31 @@ fn text<'v>(spec: &Spec, data: &'v Value, n: u8) -> Option<&'v str> {
 /// transmission date/time, acquirer and forwarding institution ids,
 /// zero-filled) or DE 56 of ISO 8583:1993 (MTI, STAN, local date/time,
 /// LL acquirer id). `None` when the dialect has neither.
+/// The data of the 0420 reversing `request`: its elements without DE 39,
+/// with the original data elements (DE 90 or 56), and without the track,
+/// PIN and CVV elements: a reversal advice does not carry them (the issuer
+/// finds the original by the rest), and they would otherwise be restored
+/// from the vault and sent again, repeatedly.
+fn reversal_data(spec: &Spec, request: &Value) -> Value {
+    let mut data = request.clone();
+    if let Some(map) = data.as_map_mut() {
+        map.insert(MTI_KEY, "0420");
+    }
+    remove_element(spec, &mut data, 39);
+    for el in spec.elements() {
+        if matches!(
+            el.sensitivity,
+            Some(Sensitivity::Track | Sensitivity::Pin | Sensitivity::Cvv)
+        ) {
+            remove_element(spec, &mut data, el.number);
+        }
+    }
+    if let Some((n, original)) = original_data(spec, request) {
+        set_element(spec, &mut data, n, Value::text(original));
+    }
+    data
+}
+
 fn original_data(spec: &Spec, request: &Value) -> Option<(u8, String)> {
     let el = spec.element_by_alias("original.data")?;
     let field = |n: u8| text(spec, request, n).unwrap_or_default().trim();
@@ -1489,14 +1515,7 @@ impl ConductorGear {
         now: Instant,
     ) -> Result<(), GearError> {
         for p in timed_out {
-            let mut data = p.request.data.clone();
-            if let Some(map) = data.as_map_mut() {
-                map.insert(MTI_KEY, "0420");
-            }
-            remove_element(&self.spec, &mut data, 39);
-            if let Some((n, original)) = original_data(&self.spec, &p.request.data) {
-                set_element(&self.spec, &mut data, n, Value::text(original));
-            }
+            let data = reversal_data(&self.spec, &p.request.data);
             let key = self.issuer_key("042", &data);
             let mut msg = FluxMsg::new(io.out.new_id(), data);
             msg.reference = Some(p.request.id);
@@ -1830,6 +1849,32 @@ mod tests {
         let (n, de90) = original_data(spec, &req).unwrap();
         assert_eq!((n, de90.len()), (90, 42));
         assert_eq!(&de90[20..31], "00000123456");
+    }
+
+    #[test]
+    fn a_reversal_leaves_out_track_pin_and_response_code() {
+        let spec = fluxrig_iso8583::bundled::bundled("iso8583-1987-ascii")
+            .unwrap()
+            .unwrap();
+        let mut req = msg(
+            "0100",
+            "4111111111111111",
+            "000123",
+            "TERM0001",
+            Some("00"),
+            &[],
+        )
+        .data;
+        set_element(spec, &mut req, 35, Value::text("4111111111111111=2812101"));
+        set_element(spec, &mut req, 52, Value::text("0123456789ABCDEF"));
+        let rev = reversal_data(spec, &req);
+        assert_eq!(rev.get(MTI_KEY).and_then(Value::as_str), Some("0420"));
+        for n in [35, 39, 52] {
+            assert!(get_element(spec, &rev, n).is_none(), "DE {n} in {rev:?}");
+        }
+        for n in [2, 4, 11, 41, 90] {
+            assert!(get_element(spec, &rev, n).is_some(), "no DE {n} in {rev:?}");
+        }
     }
 
     #[test]
