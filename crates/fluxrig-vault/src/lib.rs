@@ -437,7 +437,8 @@ impl Vault {
         };
         // Entries that expired while the vault was closed stay until the
         // next sweep removes and reports them.
-        for (token, e) in entries {
+        for (token, mut e) in entries {
+            e.label = inner.intern(&e.label);
             inner.insert(token, e);
         }
         Ok(Vault {
@@ -593,22 +594,10 @@ impl Vault {
             expires_ns: expires_ns.max(existing.unwrap_or(0)),
             label: g.intern(opts.label),
             fingerprint,
-            nonce: keys::random::<12>()?,
+            nonce: [0; 12],
             ct: Box::default(),
         };
-        let key = g.keys.get(&active).ok_or(VaultError::KeyRetired(active))?;
-        let a = aad(&g.vault_id, &token, &e);
-        e.ct = key
-            .aead
-            .encrypt(
-                &e.nonce.into(),
-                Payload {
-                    msg: value,
-                    aad: &a,
-                },
-            )
-            .map_err(|_| VaultError::Tampered)?
-            .into_boxed_slice();
+        g.seal_entry(&token, &mut e, value)?;
         g.append(&frame(&put_body(&token, &e)))?;
         g.insert(token.clone(), e);
         Ok(token)
@@ -621,20 +610,7 @@ impl Vault {
         if e.expires_ns <= now_ns {
             return Err(VaultError::Expired);
         }
-        let key = g
-            .keys
-            .get(&e.key_id)
-            .ok_or(VaultError::KeyRetired(e.key_id))?;
-        let a = aad(&g.vault_id, token, e);
-        key.aead
-            .decrypt(
-                &e.nonce.into(),
-                Payload {
-                    msg: &e.ct,
-                    aad: &a,
-                },
-            )
-            .map_err(|_| VaultError::Tampered)
+        g.open_entry(token, e)
     }
 
     /// Keeps the entry under `token` until at least `until_ns`: for values
@@ -656,39 +632,16 @@ impl Vault {
         if e.expires_ns >= until_ns - until_ns.saturating_sub(now_ns) / 2 {
             return Ok(());
         }
-        let key = g
-            .keys
-            .get(&e.key_id)
-            .ok_or(VaultError::KeyRetired(e.key_id))?;
-        let plain = key
-            .aead
-            .decrypt(
-                &e.nonce.into(),
-                Payload {
-                    msg: &e.ct,
-                    aad: &aad(&g.vault_id, token, e),
-                },
-            )
-            .map_err(|_| VaultError::Tampered)?;
+        let plain = g.open_entry(token, e)?;
         let mut longer = Entry {
             key_id: e.key_id,
             expires_ns: until_ns,
             label: Arc::clone(&e.label),
             fingerprint: e.fingerprint,
-            nonce: keys::random::<12>()?,
+            nonce: [0; 12],
             ct: Box::default(),
         };
-        longer.ct = key
-            .aead
-            .encrypt(
-                &longer.nonce.into(),
-                Payload {
-                    msg: &plain,
-                    aad: &aad(&g.vault_id, token, &longer),
-                },
-            )
-            .map_err(|_| VaultError::Tampered)?
-            .into_boxed_slice();
+        g.seal_entry(token, &mut longer, &plain)?;
         g.append(&frame(&put_body(token, &longer)))?;
         g.insert(token.to_owned(), longer);
         Ok(())
@@ -858,6 +811,48 @@ fn seal_aad(vault_id: &[u8; 16], aad: &[u8]) -> Vec<u8> {
 }
 
 impl Inner {
+    /// Encrypts `plain` into `e` under its key with a fresh nonce, bound to
+    /// the vault, `token` and the entry's key id, expiry, label and
+    /// fingerprint.
+    fn seal_entry(&self, token: &str, e: &mut Entry, plain: &[u8]) -> Result<(), VaultError> {
+        let key = self
+            .keys
+            .get(&e.key_id)
+            .ok_or(VaultError::KeyRetired(e.key_id))?;
+        e.nonce = keys::random::<12>()?;
+        let a = aad(&self.vault_id, token, e);
+        e.ct = key
+            .aead
+            .encrypt(
+                &e.nonce.into(),
+                Payload {
+                    msg: plain,
+                    aad: &a,
+                },
+            )
+            .map_err(|_| VaultError::Tampered)?
+            .into_boxed_slice();
+        Ok(())
+    }
+
+    /// The value in entry `e` of `token`.
+    fn open_entry(&self, token: &str, e: &Entry) -> Result<Vec<u8>, VaultError> {
+        let key = self
+            .keys
+            .get(&e.key_id)
+            .ok_or(VaultError::KeyRetired(e.key_id))?;
+        let a = aad(&self.vault_id, token, e);
+        key.aead
+            .decrypt(
+                &e.nonce.into(),
+                Payload {
+                    msg: &e.ct,
+                    aad: &a,
+                },
+            )
+            .map_err(|_| VaultError::Tampered)
+    }
+
     /// The shared copy of `label` (at most 255 characters, as recorded).
     fn intern(&mut self, label: &str) -> Arc<str> {
         let label = match label.char_indices().nth(255) {
@@ -872,8 +867,7 @@ impl Inner {
         l
     }
 
-    fn insert(&mut self, token: String, mut e: Entry) {
-        e.label = self.intern(&e.label);
+    fn insert(&mut self, token: String, e: Entry) {
         let token: Arc<str> = match self.entries.get_key_value(token.as_str()) {
             Some((t, old)) => {
                 let t = Arc::clone(t);

@@ -197,8 +197,9 @@ pub struct ConductorConfig {
     /// every 0420/0421 carries it in meta `coatcheck.ttl`, and a coat check
     /// `restore` on the way to the issuer extends the vault entries it
     /// restores by it, so a reversal whose issuer stays silent longer than
-    /// the vault's `ttl` still goes out. It must cover `reversal_retry` and
-    /// any time the Rack may be down with reversals queued.
+    /// the vault's `ttl` still goes out. It must be more than twice
+    /// `reversal_retry` (an entry is extended once less than half of it is
+    /// left) and cover any time the Rack may be down with reversals queued.
     #[serde(default = "default_hold")]
     pub reversal_hold: Duration,
     /// How long answered requests are remembered to answer duplicates.
@@ -374,10 +375,12 @@ impl GearKind for Conductor {
                 "must be at least 1 (0 would decline every request)",
             ));
         }
-        if config.reversal_hold.get() <= config.reversal_retry.get() {
+        // The vault extends an entry only once less than half of the hold
+        // is left: after an attempt the data lives at least hold / 2 more.
+        if config.reversal_hold.get() <= config.reversal_retry.get().saturating_mul(2) {
             issues.push(ConfigIssue::new(
                 "reversal_hold",
-                "must be longer than `reversal_retry` (the card data would expire between two attempts)",
+                "must be more than twice `reversal_retry` (the card data could expire between two attempts)",
             ));
         }
         if config.timeout.get().is_zero() {
@@ -1782,21 +1785,30 @@ mod tests {
     const CONFIG: &str =
         "routes:\n  - {pan_prefix: ['4'], to: visa}\ngroups:\n  visa: {targets: [a]}\n";
 
-    /// Runs the conductor (`CONFIG` + `extra`) over `inputs`, replies going
-    /// out as they come (durable replies: their own tests), the reversal
-    /// log under a temporary data dir; the run must end well.
-    async fn run_plain(extra: &str, inputs: Vec<FluxMsg>) -> TestRun {
+    /// Runs the conductor with `config` over `inputs`, its data (the
+    /// reversal log) under `dir`; the run must end well.
+    async fn run_at(dir: &std::path::Path, config: &str, inputs: Vec<FluxMsg>) -> TestRun {
         let kind = Typed::<Conductor>::new();
-        let dir = tempfile::tempdir().unwrap();
-        let config = format!("{CONFIG}durable_replies: false\n{extra}");
-        let run = TestKit::new(&kind, &config)
-            .base_dir(dir.path())
+        let run = TestKit::new(&kind, config)
+            .base_dir(dir)
             .inputs(inputs)
             .run()
             .await
             .unwrap();
         assert_eq!(run.result, Ok(()));
         run
+    }
+
+    /// `CONFIG` + `extra` over `inputs`, replies going out as they come
+    /// (durable replies: their own tests), under a temporary data dir.
+    async fn run_plain(extra: &str, inputs: Vec<FluxMsg>) -> TestRun {
+        let dir = tempfile::tempdir().unwrap();
+        run_at(
+            dir.path(),
+            &format!("{CONFIG}durable_replies: false\n{extra}"),
+            inputs,
+        )
+        .await
     }
 
     /// A decoded message with `meta`.
@@ -2103,22 +2115,28 @@ mod tests {
     }
 
     #[test]
-    fn max_pending_of_zero_is_a_config_issue() {
+    fn max_pending_of_zero_and_a_short_reversal_hold_are_config_issues() {
         let kind = Typed::<Conductor>::new();
-        let node = fluxrig_config::parse(&format!("{CONFIG}max_pending: 0\n")).unwrap();
-        let err =
-            fluxrig_gear::GearType::prepare(&kind, &node, &CheckContext::default()).unwrap_err();
-        assert!(
-            err.iter().any(|e| e.to_string().contains("max_pending")),
-            "{err:?}"
-        );
+        for (extra, key) in [
+            ("max_pending: 0\n", "max_pending"),
+            ("reversal_retry: 10s\nreversal_hold: 20s\n", "reversal_hold"),
+        ] {
+            let node = fluxrig_config::parse(&format!("{CONFIG}{extra}")).unwrap();
+            let err = fluxrig_gear::GearType::prepare(&kind, &node, &CheckContext::default())
+                .unwrap_err();
+            assert!(err.iter().any(|e| e.to_string().contains(key)), "{err:?}");
+        }
+        let node = fluxrig_config::parse(&format!(
+            "{CONFIG}reversal_retry: 10s\nreversal_hold: 21s\n"
+        ))
+        .unwrap();
+        assert!(fluxrig_gear::GearType::prepare(&kind, &node, &CheckContext::default()).is_ok());
     }
 
     #[tokio::test]
     async fn a_durable_reply_has_its_record_and_an_unanswered_forward_is_reversed_after_a_restart()
     {
         let visa = "4111111111111111";
-        let kind = Typed::<Conductor>::new();
         let dir = tempfile::tempdir().unwrap();
         let log_dir = dir.path().join("conductor/under_test/reversals");
         let inputs = vec![
@@ -2160,13 +2178,7 @@ mod tests {
         // A long timeout: STAN 000002 stays unanswered when the run ends,
         // as if the Rack died.
         let config = format!("{CONFIG}timeout: 1h\n");
-        let run = TestKit::new(&kind, &config)
-            .base_dir(dir.path())
-            .inputs(inputs)
-            .run()
-            .await
-            .unwrap();
-        run.result.unwrap();
+        let run = run_at(dir.path(), &config, inputs).await;
         assert_eq!(run.outputs["issuers"].len(), 2);
         let replies: Vec<_> = run.outputs["terminals"]
             .iter()
@@ -2200,13 +2212,7 @@ mod tests {
 
         // The restart: STAN 000002 was forwarded and never answered, so it
         // is reversed (0420, to the same target) before anything else.
-        let run = TestKit::new(&kind, &config)
-            .base_dir(dir.path())
-            .inputs(Vec::new())
-            .run()
-            .await
-            .unwrap();
-        run.result.unwrap();
+        let run = run_at(dir.path(), &config, Vec::new()).await;
         let sent: Vec<_> = run.outputs["issuers"]
             .iter()
             .map(|m| {
@@ -2222,13 +2228,7 @@ mod tests {
 
         // Settled by its queued reversal: the next start does not reverse
         // it again (the reversal itself waits for its 0430, as 0421).
-        let run = TestKit::new(&kind, &config)
-            .base_dir(dir.path())
-            .inputs(Vec::new())
-            .run()
-            .await
-            .unwrap();
-        run.result.unwrap();
+        let run = run_at(dir.path(), &config, Vec::new()).await;
         assert!(
             run.outputs["issuers"]
                 .iter()
