@@ -59,6 +59,10 @@ pub const MAX_REMOVED: usize = 100_000;
 /// Log size from which the vault compacts it (when mostly dead records).
 pub const COMPACT_AT: u64 = 8 << 20;
 
+/// Table capacity from which a sweep shrinks the table when at most a
+/// quarter of it is used.
+const SHRINK_FROM: usize = 4096;
+
 const LOG: &str = "entries.log";
 const PUT: u8 = 1;
 const DEL: u8 = 2;
@@ -224,6 +228,10 @@ struct Inner {
     live_bytes: u64,
     removed: Vec<Removed>,
     poisoned: Option<String>,
+    /// Entries may hold a key that is gone: set at open and when the
+    /// keyring changes, cleared by the sweep that removes them (the scan
+    /// visits every entry, so it runs only then).
+    check_retired: bool,
 }
 
 /// A vault (see the crate docs). Cheap to share: every operation takes a
@@ -434,6 +442,7 @@ impl Vault {
             live_bytes: 0,
             removed: Vec::new(),
             poisoned: None,
+            check_retired: true,
         };
         // Entries that expired while the vault was closed stay until the
         // next sweep removes and reports them.
@@ -660,17 +669,25 @@ impl Vault {
             .take_while(|(exp, _)| *exp <= now_ns)
             .map(|(_, t)| (t.clone(), Removal::Expired))
             .collect();
-        let retired: Vec<Arc<str>> = g
-            .entries
-            .iter()
-            .filter(|(_, e)| !g.keys.contains_key(&e.key_id) && e.expires_ns > now_ns)
-            .map(|(t, _)| t.clone())
-            .collect();
-        gone.extend(retired.into_iter().map(|t| (t, Removal::KeyRetired)));
+        if std::mem::take(&mut g.check_retired) {
+            let retired: Vec<Arc<str>> = g
+                .entries
+                .iter()
+                .filter(|(_, e)| !g.keys.contains_key(&e.key_id) && e.expires_ns > now_ns)
+                .map(|(t, _)| t.clone())
+                .collect();
+            gone.extend(retired.into_iter().map(|t| (t, Removal::KeyRetired)));
+        }
         for (t, why) in gone {
             g.remove(&t, why)?;
         }
         g.labels.retain(|l| Arc::strong_count(l) > 1);
+        // After a peak, hand back the table's memory (it never shrinks by
+        // itself): rehashing what is left is cheap once most is gone.
+        let live = g.entries.len();
+        if g.entries.capacity() > SHRINK_FROM.max(4 * live) {
+            g.entries.shrink_to(2 * live);
+        }
         if g.log_bytes > COMPACT_AT && g.log_bytes > 3 * g.live_bytes {
             self.compact(&mut g)?;
         }
@@ -712,6 +729,7 @@ impl Vault {
                         tracing::info!(active = k.active, "vault keyring changed");
                         g.keys = keys.into_iter().collect();
                         g.keyring = k;
+                        g.check_retired = true;
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "vault keyring unusable; keeping the previous one");
@@ -951,5 +969,41 @@ impl Inner {
         tracing::error!(error = %reason, "vault stopped parking");
         self.poisoned = Some(reason);
         VaultError::io(what, e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sweep_gives_back_the_table_of_a_past_peak() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = Vault::open(dir.path()).unwrap();
+        let opts = |ttl| ParkOptions {
+            ttl,
+            format_preserving: None,
+            label: "card.pan",
+            max_entries: 1_000_000,
+            when_full: WhenFull::Reject,
+        };
+        let short = opts(Duration::from_secs(1));
+        for i in 0..20_000u32 {
+            v.park(&i.to_be_bytes(), &short, 0).unwrap();
+        }
+        let kept = v.park(b"kept", &opts(Duration::from_mins(5)), 0).unwrap();
+        let peak = lock(&v.inner).entries.capacity();
+        assert!(peak >= 20_001, "{peak}");
+
+        v.sweep(2_000_000_000).unwrap();
+        let g = lock(&v.inner);
+        assert_eq!(g.entries.len(), 1);
+        assert!(
+            g.entries.capacity() < SHRINK_FROM,
+            "{}",
+            g.entries.capacity()
+        );
+        drop(g);
+        assert_eq!(v.restore(&kept, 2_000_000_000).unwrap(), b"kept");
     }
 }
