@@ -547,6 +547,9 @@ pub trait ReversalQueue: Send {
 
 /// How often settled segments of the reversal log are removed.
 const TRIM_EVERY: StdDuration = StdDuration::from_secs(10);
+/// Table capacity from which the conductor shrinks a table at most a
+/// quarter used.
+const SHRINK_FROM: usize = 4096;
 
 /// Reversals sent again per tick at most, so a long outage's backlog
 /// drains in steps instead of flooding the issuer when it returns.
@@ -1054,6 +1057,26 @@ impl ConductorGear {
         msg
     }
 
+    /// After a peak, shrinks the tables that no longer need their size
+    /// (maps and queues never shrink by themselves).
+    fn give_back_memory(&mut self) {
+        fn oversized(capacity: usize, len: usize) -> bool {
+            capacity > SHRINK_FROM.max(4 * len)
+        }
+        if oversized(self.seen.capacity(), self.seen.len()) {
+            self.seen.shrink_to(2 * self.seen.len());
+        }
+        if oversized(self.pending.capacity(), self.pending.len()) {
+            self.pending.shrink_to(2 * self.pending.len());
+        }
+        if oversized(self.seen_order.capacity(), self.seen_order.len()) {
+            self.seen_order.shrink_to(2 * self.seen_order.len());
+        }
+        if oversized(self.deadlines.capacity(), self.deadlines.len()) {
+            self.deadlines.shrink_to(2 * self.deadlines.len());
+        }
+    }
+
     fn remember(&mut self, term_key: String, answer: &FluxMsg, now: Instant) {
         let cbor = fluxrig_msg::cbor::to_vec(&answer.data).into_boxed_slice();
         self.seen.insert(term_key.clone(), Seen::Done(cbor));
@@ -1479,6 +1502,7 @@ impl ConductorGear {
                 self.seen.remove(&k);
             }
         }
+        self.give_back_memory();
         if let Some(log) = &self.log
             && now.duration_since(self.trimmed_at) >= TRIM_EVERY
         {
