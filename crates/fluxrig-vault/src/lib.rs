@@ -27,7 +27,9 @@
 //! entries parked since the last sync, whose messages had not left the Rack
 //! yet (see `docs/adr/0005-coat-check.md`). When the log grows past
 //! [`COMPACT_AT`] bytes and three times its live entries it is rewritten
-//! (temporary file, fsync, rename).
+//! (temporary file, fsync, rename); the copy is written and synced without
+//! the lock, so parks and restores go on, and what they append meanwhile
+//! is added to its end before the rename.
 //!
 //! ## Capacity
 //!
@@ -43,8 +45,11 @@ pub mod token;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read as _, Write as _};
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+
+use parking_lot::MutexGuard;
 use std::time::Duration;
 
 use aes_gcm::aead::{Aead as _, Payload};
@@ -58,6 +63,12 @@ pub const MAX_REMOVED: usize = 100_000;
 
 /// Log size from which the vault compacts it (when mostly dead records).
 pub const COMPACT_AT: u64 = 8 << 20;
+
+/// Entries a compaction copies per hold of the lock.
+const COMPACT_CHUNK: usize = 4096;
+
+/// Bytes a compaction writes between syncs.
+const COMPACT_WRITE: usize = 4 << 20;
 
 /// Table capacity from which a sweep shrinks the table when at most a
 /// quarter of it is used.
@@ -232,13 +243,16 @@ struct Inner {
     /// keyring changes, cleared by the sweep that removes them (the scan
     /// visits every entry, so it runs only then).
     check_retired: bool,
+    /// While a compaction writes its copy of the live entries (without the
+    /// lock), the records appended meanwhile, for the end of that copy.
+    compacting: Option<Vec<u8>>,
 }
 
 /// A vault (see the crate docs). Cheap to share: every operation takes a
 /// short lock.
 pub struct Vault {
     dir: PathBuf,
-    inner: Mutex<Inner>,
+    inner: parking_lot::Mutex<Inner>,
 }
 
 impl std::fmt::Debug for Vault {
@@ -275,21 +289,30 @@ fn push_short(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(&b[..b.len().min(255)]);
 }
 
-fn frame(body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + body.len());
-    out.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_le_bytes());
-    out.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
-    out.extend_from_slice(body);
+/// Appends to `out` one record: the length and CRC framing what `body`
+/// writes.
+fn push_frame(out: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
+    let at = out.len();
+    out.extend_from_slice(&[0; 8]);
+    body(out);
+    let len = u32::try_from(out.len() - at - 8).unwrap_or(u32::MAX);
+    let crc = crc32c::crc32c(&out[at + 8..]);
+    out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+    out[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn put_record(token: &str, e: &Entry) -> Vec<u8> {
+    let mut out = Vec::with_capacity(usize::try_from(e.record_len(token)).unwrap_or(0));
+    push_frame(&mut out, |b| put_body(b, token, e));
     out
 }
 
-fn put_body(token: &str, e: &Entry) -> Vec<u8> {
-    let mut b = Vec::with_capacity(usize::try_from(e.record_len(token)).unwrap_or(0));
+fn put_body(b: &mut Vec<u8>, token: &str, e: &Entry) {
     b.push(PUT);
-    push_short(&mut b, token.as_bytes());
+    push_short(b, token.as_bytes());
     b.extend_from_slice(&e.key_id.to_be_bytes());
     b.extend_from_slice(&e.expires_ns.to_be_bytes());
-    push_short(&mut b, e.label.as_bytes());
+    push_short(b, e.label.as_bytes());
     match &e.fingerprint {
         Some(fp) => {
             b.push(1);
@@ -299,13 +322,15 @@ fn put_body(token: &str, e: &Entry) -> Vec<u8> {
     }
     b.extend_from_slice(&e.nonce);
     b.extend_from_slice(&e.ct);
-    b
 }
 
-fn del_body(token: &str) -> Vec<u8> {
-    let mut b = vec![DEL];
-    push_short(&mut b, token.as_bytes());
-    b
+fn del_record(token: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + 2 + token.len());
+    push_frame(&mut out, |b| {
+        b.push(DEL);
+        push_short(b, token.as_bytes());
+    });
+    out
 }
 
 /// A parsed log record.
@@ -383,8 +408,8 @@ fn open_private_append(path: &Path) -> std::io::Result<File> {
     opts.open(path)
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
+fn lock(m: &parking_lot::Mutex<Inner>) -> MutexGuard<'_, Inner> {
+    m.lock()
 }
 
 static SHARED: Mutex<Vec<(PathBuf, Weak<Vault>)>> = Mutex::new(Vec::new());
@@ -397,7 +422,7 @@ impl Vault {
         std::fs::create_dir_all(&dir)
             .map_err(|e| VaultError::io(format!("creating {}", dir.display()), e))?;
         let key = dir.canonicalize().unwrap_or_else(|_| dir.clone());
-        let mut shared = lock(&SHARED);
+        let mut shared = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
         shared.retain(|(_, w)| w.strong_count() > 0);
         if let Some(v) = shared
             .iter()
@@ -443,6 +468,7 @@ impl Vault {
             removed: Vec::new(),
             poisoned: None,
             check_retired: true,
+            compacting: None,
         };
         // Entries that expired while the vault was closed stay until the
         // next sweep removes and reports them.
@@ -452,7 +478,7 @@ impl Vault {
         }
         Ok(Vault {
             dir: dir.to_path_buf(),
-            inner: Mutex::new(inner),
+            inner: parking_lot::Mutex::new(inner),
         })
     }
 
@@ -607,7 +633,7 @@ impl Vault {
             ct: Box::default(),
         };
         g.seal_entry(&token, &mut e, value)?;
-        g.append(&frame(&put_body(&token, &e)))?;
+        g.append(&put_record(&token, &e))?;
         g.insert(token.clone(), e);
         Ok(token)
     }
@@ -651,7 +677,7 @@ impl Vault {
             ct: Box::default(),
         };
         g.seal_entry(token, &mut longer, &plain)?;
-        g.append(&frame(&put_body(token, &longer)))?;
+        g.append(&put_record(token, &longer))?;
         g.insert(token.to_owned(), longer);
         Ok(())
     }
@@ -688,16 +714,16 @@ impl Vault {
         if g.entries.capacity() > SHRINK_FROM.max(4 * live) {
             g.entries.shrink_to(2 * live);
         }
-        if g.log_bytes > COMPACT_AT && g.log_bytes > 3 * g.live_bytes {
-            self.compact(&mut g)?;
-        }
         // The fsync runs without the lock: parks and restores go on meanwhile.
         let file = g.flushed_file()?;
         drop(g);
         if let Err(e) = file.sync_data() {
             return Err(lock(&self.inner).poison("syncing the vault log", e));
         }
-        Ok(())
+        match self.begin_compaction() {
+            Some(copy) => self.finish_compaction(&copy),
+            None => Ok(()),
+        }
     }
 
     /// Takes the removals of entries whose label starts with `prefix` (each
@@ -743,26 +769,112 @@ impl Vault {
         }
     }
 
-    fn compact(&self, g: &mut Inner) -> Result<(), VaultError> {
+    /// When the log is mostly dead records (past [`COMPACT_AT`] and three
+    /// times the live ones) and no compaction runs: the live entries as
+    /// records, the start of the log's replacement. From here until
+    /// [`Vault::finish_compaction`] appends are also kept aside.
+    ///
+    /// The copy is taken [`COMPACT_CHUNK`] entries at a time (in expiry
+    /// order) under the lock, handed to waiters between chunks (a fair
+    /// unlock), so parks and restores wait for one chunk, not for the whole
+    /// table. An entry changed or removed between chunks may
+    /// be copied twice or missed: its record is among those kept aside,
+    /// which come after the copy and decide.
+    fn begin_compaction(&self) -> Option<Vec<u8>> {
+        let capacity = {
+            let mut g = lock(&self.inner);
+            if g.compacting.is_some()
+                || g.poisoned.is_some()
+                || g.log_bytes <= COMPACT_AT
+                || g.log_bytes <= 3 * g.live_bytes
+            {
+                return None;
+            }
+            g.compacting = Some(Vec::new());
+            usize::try_from(g.live_bytes).unwrap_or(0)
+        };
+        let mut copy = Vec::with_capacity(capacity);
+        let mut after: Option<(u64, Arc<str>)> = None;
+        loop {
+            let g = lock(&self.inner);
+            let chunk = match after.take() {
+                Some(last) => g.by_expiry.range((Bound::Excluded(last), Bound::Unbounded)),
+                None => g.by_expiry.range(..),
+            };
+            for (expires, t) in chunk.take(COMPACT_CHUNK) {
+                if let Some(e) = g.entries.get(t) {
+                    push_frame(&mut copy, |b| put_body(b, t, e));
+                }
+                after = Some((*expires, Arc::clone(t)));
+            }
+            if after.is_none() {
+                return Some(copy);
+            }
+            // Whoever waited for the lock gets it before the next chunk.
+            MutexGuard::unlock_fair(g);
+        }
+    }
+
+    /// Writes `copy` to a temporary file and syncs it, without the lock;
+    /// then, under the lock, appends what was appended meanwhile and puts
+    /// the file in place of the log. A failure before the rename leaves
+    /// the old log as it was (it got every append); after it, the vault
+    /// stops parking.
+    fn finish_compaction(&self, copy: &[u8]) -> Result<(), VaultError> {
         let path = self.dir.join(LOG);
         let tmp = self.dir.join("entries.log.tmp");
         let ctx = |e| VaultError::io(format!("compacting {}", path.display()), e);
-        let mut out = Vec::with_capacity(usize::try_from(g.live_bytes).unwrap_or(0));
-        for (t, e) in &g.entries {
-            out.extend_from_slice(&frame(&put_body(t, e)));
+        let written = (|| {
+            let _ = std::fs::remove_file(&tmp);
+            let mut f = open_private_append(&tmp)?;
+            // Synced a few MB at a time: a large burst of dirty pages makes
+            // the kernel throttle every writer, the log's appends (made
+            // under the lock) included.
+            for part in copy.chunks(COMPACT_WRITE) {
+                f.write_all(part)?;
+                f.sync_data()?;
+            }
+            Ok::<_, std::io::Error>(f)
+        })();
+        let mut g = lock(&self.inner);
+        let tail = g.compacting.take().unwrap_or_default();
+        let mut f = match (written, &g.poisoned) {
+            (Ok(f), None) => f,
+            (Ok(_), Some(p)) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(VaultError::Poisoned(p.clone()));
+            }
+            (Err(e), _) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(ctx(e));
+            }
+        };
+        if let Err(e) = f
+            .write_all(&tail)
+            .and_then(|()| f.sync_all())
+            .and_then(|()| std::fs::rename(&tmp, &path))
+        {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(ctx(e));
         }
-        let _ = std::fs::remove_file(&tmp);
-        let mut f = open_private_append(&tmp).map_err(ctx)?;
-        f.write_all(&out).and_then(|()| f.sync_all()).map_err(ctx)?;
-        std::fs::rename(&tmp, &path).map_err(ctx)?;
         keys::sync_dir(&self.dir);
-        g.log = BufWriter::with_capacity(64 * 1024, open_private_append(&path).map_err(ctx)?);
-        g.log_bytes = out.len() as u64;
+        // The log is now the new file: appends must go there or nowhere.
+        let old = match open_private_append(&path) {
+            Ok(log) => std::mem::replace(&mut g.log, BufWriter::with_capacity(64 * 1024, log)),
+            Err(e) => return Err(g.poison("reopening the compacted vault log", e)),
+        };
+        g.log_bytes = (copy.len() + tail.len()) as u64;
         tracing::debug!(
             entries = g.entries.len(),
-            bytes = out.len(),
+            bytes = g.log_bytes,
+            appended_meanwhile = tail.len(),
             "vault log compacted"
         );
+        drop(g);
+        // Closing the old log frees its blocks, which takes the file system
+        // a while for a large one: not under the lock. (What its buffer
+        // still holds is in the new log too.)
+        drop(old);
         Ok(())
     }
 
@@ -918,7 +1030,7 @@ impl Inner {
             expires_ns: e.expires_ns,
             reason: why,
         });
-        self.append(&frame(&del_body(token)))
+        self.append(&del_record(token))
     }
 
     fn append(&mut self, rec: &[u8]) -> Result<(), VaultError> {
@@ -928,6 +1040,9 @@ impl Inner {
         match self.log.write_all(rec) {
             Ok(()) => {
                 self.log_bytes += rec.len() as u64;
+                if let Some(tail) = &mut self.compacting {
+                    tail.extend_from_slice(rec);
+                }
                 Ok(())
             }
             Err(e) => Err(self.poison("appending to the vault log", e)),
@@ -976,17 +1091,99 @@ impl Inner {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_sweep_gives_back_the_table_of_a_past_peak() {
-        let dir = tempfile::tempdir().unwrap();
-        let v = Vault::open(dir.path()).unwrap();
-        let opts = |ttl| ParkOptions {
+    const SEC: u64 = 1_000_000_000;
+
+    fn opts(ttl: Duration) -> ParkOptions<'static> {
+        ParkOptions {
             ttl,
             format_preserving: None,
             label: "card.pan",
             max_entries: 1_000_000,
             when_full: WhenFull::Reject,
-        };
+        }
+    }
+
+    /// A vault whose log is due for compaction at `2 * SEC`: 120,000
+    /// entries that expired at `SEC`, and the tokens of `live` that have not.
+    fn due_for_compaction(dir: &Path, live: &[&[u8]]) -> (Vault, Vec<String>) {
+        let v = Vault::open(dir).unwrap();
+        let short = opts(Duration::from_secs(1));
+        for i in 0..120_000u32 {
+            v.park(&i.to_be_bytes(), &short, 0).unwrap();
+        }
+        let tokens = live
+            .iter()
+            .map(|l| v.park(l, &opts(Duration::from_mins(5)), 0).unwrap())
+            .collect();
+        // Expired entries gone, their records still in the log.
+        let g = lock(&v.inner);
+        assert!(g.log_bytes > COMPACT_AT, "{}", g.log_bytes);
+        drop(g);
+        (v, tokens)
+    }
+
+    #[test]
+    fn a_compaction_keeps_what_is_parked_and_removed_while_it_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (v, tokens) = due_for_compaction(dir.path(), &[b"kept", b"dropped"]);
+        {
+            // What the sweep does before compacting, then the compaction in
+            // its two steps with work in between.
+            let mut g = lock(&v.inner);
+            let expired: Vec<Arc<str>> = g
+                .by_expiry
+                .iter()
+                .take_while(|(exp, _)| *exp <= 2 * SEC)
+                .map(|(_, t)| t.clone())
+                .collect();
+            for t in expired {
+                g.remove(&t, Removal::Expired).unwrap();
+            }
+        }
+        let copy = v.begin_compaction().expect("due");
+        assert!(v.begin_compaction().is_none(), "one compaction at a time");
+        let meanwhile = v
+            .park(b"meanwhile", &opts(Duration::from_mins(5)), 2 * SEC)
+            .unwrap();
+        lock(&v.inner).remove(&tokens[1], Removal::Evicted).unwrap();
+        v.finish_compaction(&copy).unwrap();
+        let after = v
+            .park(b"after", &opts(Duration::from_mins(5)), 2 * SEC)
+            .unwrap();
+        v.sync().unwrap();
+        let log_len = std::fs::metadata(dir.path().join(LOG)).unwrap().len();
+        assert!(log_len < 4096, "{log_len} bytes after compaction");
+        drop(v);
+
+        let v = Vault::open(dir.path()).unwrap();
+        assert_eq!(v.len(), 3);
+        assert_eq!(v.restore(&tokens[0], 3 * SEC).unwrap(), b"kept");
+        assert_eq!(v.restore(&meanwhile, 3 * SEC).unwrap(), b"meanwhile");
+        assert_eq!(v.restore(&after, 3 * SEC).unwrap(), b"after");
+        assert!(matches!(
+            v.restore(&tokens[1], 3 * SEC),
+            Err(VaultError::Unknown)
+        ));
+        assert!(!dir.path().join("entries.log.tmp").exists());
+    }
+
+    #[test]
+    fn a_sweep_compacts_a_log_of_mostly_expired_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let (v, tokens) = due_for_compaction(dir.path(), &[b"kept"]);
+        v.sweep(2 * SEC).unwrap();
+        let log_len = std::fs::metadata(dir.path().join(LOG)).unwrap().len();
+        assert!(log_len < 4096, "{log_len} bytes after the sweep");
+        drop(v);
+        let v = Vault::open(dir.path()).unwrap();
+        assert_eq!(v.len(), 1);
+        assert_eq!(v.restore(&tokens[0], 3 * SEC).unwrap(), b"kept");
+    }
+
+    #[test]
+    fn a_sweep_gives_back_the_table_of_a_past_peak() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = Vault::open(dir.path()).unwrap();
         let short = opts(Duration::from_secs(1));
         for i in 0..20_000u32 {
             v.park(&i.to_be_bytes(), &short, 0).unwrap();
@@ -995,7 +1192,7 @@ mod tests {
         let peak = lock(&v.inner).entries.capacity();
         assert!(peak >= 20_001, "{peak}");
 
-        v.sweep(2_000_000_000).unwrap();
+        v.sweep(2 * SEC).unwrap();
         let g = lock(&v.inner);
         assert_eq!(g.entries.len(), 1);
         assert!(
@@ -1004,6 +1201,6 @@ mod tests {
             g.entries.capacity()
         );
         drop(g);
-        assert_eq!(v.restore(&kept, 2_000_000_000).unwrap(), b"kept");
+        assert_eq!(v.restore(&kept, 2 * SEC).unwrap(), b"kept");
     }
 }

@@ -1,0 +1,79 @@
+//! How long parks wait while the vault compacts its log.
+//!
+//! Parks N distinct test PANs (format-preserving, 5-minute TTL) four times
+//! each, so the log holds four records per live entry and the next sweep
+//! compacts it. That sweep runs on one thread while another parks one
+//! opaque value after another; prints the sweep's duration, how many parks
+//! went through meanwhile and the longest one.
+//!
+//! ```sh
+//! cargo run --release -p fluxrig-vault --example compaction_stall -- 1000000
+//! ```
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use fluxrig_vault::{ParkOptions, Vault, WhenFull};
+
+fn opts(pan: Option<&str>) -> ParkOptions<'_> {
+    ParkOptions {
+        ttl: Duration::from_mins(5),
+        format_preserving: pan,
+        label: "card.pan",
+        max_entries: 10_000_000,
+        when_full: WhenFull::Reject,
+    }
+}
+
+fn main() {
+    let n: u64 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let vault = Arc::new(Vault::open(dir.path()).expect("a vault"));
+    for round in 0..4 {
+        for i in 0..n {
+            // 16-digit test PANs under a test BIN.
+            let pan = format!("411111{i:010}");
+            vault
+                .park(pan.as_bytes(), &opts(Some(&pan)), round)
+                .expect("parked");
+        }
+    }
+    vault.sync().expect("synced");
+    let log = std::fs::metadata(dir.path().join("entries.log")).map_or(0, |m| m.len());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let parker = {
+        let (vault, stop) = (Arc::clone(&vault), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let (mut count, mut longest) = (0u64, Duration::ZERO);
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                vault
+                    .park(&count.to_be_bytes(), &opts(None), 1_000_000_000)
+                    .expect("parked");
+                longest = longest.max(t.elapsed());
+                count += 1;
+            }
+            (count, longest)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let t = Instant::now();
+    vault.sweep(1_000_000_000).expect("swept");
+    let sweep = t.elapsed();
+    std::thread::sleep(Duration::from_millis(100));
+    stop.store(true, Ordering::Relaxed);
+    let (parks, longest) = parker.join().expect("the parker");
+    let after = std::fs::metadata(dir.path().join("entries.log")).map_or(0, |m| m.len());
+    println!(
+        "entries={n} log_mb={} compacted_mb={} sweep_ms={:.0} parks_during={parks} longest_park_ms={:.1}",
+        log / 1_000_000,
+        after / 1_000_000,
+        sweep.as_secs_f64() * 1e3,
+        longest.as_secs_f64() * 1e3,
+    );
+}
