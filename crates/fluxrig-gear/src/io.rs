@@ -301,6 +301,13 @@ impl Outputs {
         self.ports.iter().position(|p| p.name == name).map(PortRef)
     }
 
+    /// Whether `port` has a wire now (a scenario swap may change it): a
+    /// gear can leave out what it emits only for whoever listens (a message
+    /// on an unwired port is a dead letter).
+    pub fn is_wired(&self, port: PortRef) -> bool {
+        !self.ports[port.0].lanes.load().is_empty()
+    }
+
     /// A fresh fluxID from the Rack's generator.
     pub fn new_id(&self) -> FluxId {
         // The generator only fails when the clock is before 2026 or its
@@ -518,7 +525,7 @@ impl Outputs {
             Span::Failed
         };
         if let Some(port) = self.error
-            && !self.ports[port.0].lanes.load().is_empty()
+            && self.is_wired(port)
         {
             msg.meta.insert("error.reason", reason.as_str());
             msg.meta.insert("error.gear", &*self.ctx.gear);

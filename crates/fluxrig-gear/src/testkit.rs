@@ -67,7 +67,7 @@ pub struct TestKit<'a> {
     gear_type: &'a dyn GearType,
     config: String,
     inputs: Vec<FluxMsg>,
-    wire_error: bool,
+    unwired: Vec<String>,
     cancel_after: Option<Duration>,
     base_dir: PathBuf,
     journal: Option<Arc<dyn crate::journal::Journal>>,
@@ -81,7 +81,7 @@ impl<'a> TestKit<'a> {
             gear_type,
             config: config_yaml.to_owned(),
             inputs: Vec::new(),
-            wire_error: true,
+            unwired: Vec::new(),
             cancel_after: None,
             base_dir: std::env::current_dir().unwrap_or_default(),
             journal: None,
@@ -112,8 +112,14 @@ impl<'a> TestKit<'a> {
 
     /// Leave the `error` port unwired (failures go to the dead-letter log).
     #[must_use]
-    pub fn unwired_error(mut self) -> Self {
-        self.wire_error = false;
+    pub fn unwired_error(self) -> Self {
+        self.unwired("error")
+    }
+
+    /// Leave the output `port` unwired.
+    #[must_use]
+    pub fn unwired(mut self, port: &str) -> Self {
+        self.unwired.push(port.to_owned());
         self
     }
 
@@ -174,7 +180,7 @@ impl<'a> TestKit<'a> {
         let mut collectors = Vec::new();
         for p in prepared.ports().iter().filter(|p| p.dir == PortDir::Out) {
             let name = p.name.to_string();
-            let lanes = if name == "error" && !self.wire_error {
+            let lanes = if self.unwired.contains(&name) {
                 Vec::new()
             } else {
                 let (tx, mut rx) = lane(64, WhenFull::Block, format!("{name} -> test"));

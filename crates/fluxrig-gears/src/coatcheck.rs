@@ -354,10 +354,13 @@ impl CoatCheckGear {
             Ok(Err(e)) => tracing::error!(error = %e, "vault sweep failed"),
             Err(e) => tracing::error!(error = %e, "vault sweep panicked"),
         }
-        let Some(port) = io.port("expired") else {
+        // Taken either way (the vault keeps them until taken); emitted only
+        // when someone listens: unwired, they would all be dead letters.
+        let removed = self.vault.take_removed(&self.prefix);
+        let Some(port) = io.port("expired").filter(|&p| io.is_wired(p)) else {
             return;
         };
-        for r in self.vault.take_removed(&self.prefix) {
+        for r in removed {
             let mut m = FluxMsg::new(io.new_id(), expiry_data(&r, &self.prefix));
             m.ts = now;
             io.emit(port, m).await;
@@ -649,6 +652,27 @@ mod tests {
             expired[0].data.get("reason").and_then(Value::as_str),
             Some("expired")
         );
+    }
+
+    #[tokio::test]
+    async fn expiries_nobody_listens_to_are_not_dead_letters() {
+        let dir = tempfile::tempdir().unwrap();
+        let kind = Typed::<CoatCheck>::new();
+        let mut m = decoded();
+        m.meta.insert(META_TTL, "1ns");
+        let run = TestKit::new(&kind, "{mode: park, classes: [track], sweep_every: 10ms}")
+            .base_dir(dir.path())
+            .inputs(vec![m])
+            .unwired("expired")
+            .cancel_after(StdDuration::from_millis(300))
+            .run()
+            .await
+            .unwrap();
+        assert_eq!(run.outputs["out"].len(), 1);
+        assert!(run.dead_letters.is_empty(), "{:?}", run.dead_letters);
+        let vault = Vault::shared(dir.path()).unwrap();
+        assert!(vault.is_empty());
+        assert!(vault.take_removed("").is_empty(), "removals left behind");
     }
 
     #[test]
