@@ -159,8 +159,8 @@ impl GearKind for CoatCheck {
         BIN still works. Entries live `ttl` (meta `coatcheck.ttl` overrides it per message; on `restore` the \
         same meta keeps the entries restored at least that long from now, as the conductor asks for the card \
         data of its reversals); `park` sweeps \
-        them and emits one message per entry gone on `expired` (token, label, key id, reason: `expired`, \
-        `key_retired` or `evicted`; never the value). A message that cannot be parked or restored (vault full, \
+        them and emits one message per entry gone on `expired` when that port is wired (token, label, key id, \
+        reason: `expired`, `key_retired` or `evicted`; never the value). A message that cannot be parked or restored (vault full, \
         token unknown or expired, key retired) goes to `error` with a reason naming the field, never a value; \
         on `park` its selected fields are masked first.";
     const EXAMPLE: &'static str = "- name: park\n  type: coatcheck\n  config: {mode: park, spec: iso8583-1987-ascii, format_preserving: [pan]}";
