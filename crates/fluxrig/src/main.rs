@@ -11,6 +11,13 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory as _, Parser, Subcommand};
 
+/// jemalloc, set up in `.cargo/config.toml`: less CPU than the system
+/// allocator in the switch, and it hands memory back to the system once a
+/// peak is over (docs/adr/0010-allocator.md).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// fluxrig moves mission-critical data between systems that were never meant
 /// to talk: payments (ISO 8583), industrial devices (Modbus, MQTT) and
 /// everything else, with every message durable and auditable.
