@@ -11,10 +11,13 @@
 # load tool's JSON, the probe's count/p50/p99/max, the Rack's RSS (idle,
 # half-way, 3 s after), CPU seconds (user + system) during the load, the
 # conductor's last counts (forwarded, replied, timeouts, reversals...) and
-# the dead letters counted when the Rack stopped.
+# the dead letters counted when the Rack stopped. With SETTLE=N the Rack
+# then idles N more seconds and its RSS is read again (what a peak leaves
+# once the vault's entries and the remembered answers have expired).
 #
 # usage: BINS="new=path [old=path]" [POLICIES="always interval:5ms"] \
-#        [SCENARIO=file] [PYTHON=python3] switch_capacity.sh SECONDS RATE...
+#        [SCENARIO=file] [SETTLE=seconds] [PYTHON=python3] \
+#        switch_capacity.sh SECONDS RATE...
 # SCENARIO (default examples/payment-switch.yaml) must use the example's
 # ports (8583, 9583, 9584); they are moved to 18583, 19583, 19584.
 set -u
@@ -61,11 +64,16 @@ for TPS in "$@"; do
       kill -TERM $PROBE; wait $PROBE
       sleep 3
       AFTER=$(rss $RACK)
+      SETTLED=
+      if [ -n "${SETTLE:-}" ]; then
+        sleep "$SETTLE"
+        SETTLED=" rss_kb_after_${SETTLE}s=$(rss $RACK)"
+      fi
       kill -TERM $RACK; wait $RACK
       # The conductor's last counts and the dead letters at the stop.
       COUNTS=$(grep -o 'conductor forwarded=.* failovers=[0-9]*' "$B/rack.log" | tail -1 | sed 's/^conductor //')
       DEAD=$(grep -o 'rack stopped dead_letters=[0-9]*' "$B/rack.log" | tail -1 | sed 's/^rack stopped //')
-      echo "$(date -u +%H:%M:%S) tps=$TPS case=$LABEL/$POLICY load=$LOADAVG rss_kb[idle,mid,after]=[$IDLE,$(cat "$B/mid"),$AFTER] rack_cpu_s=$(awk -v c=$((C1 - C0)) -v t="$TICK" 'BEGIN {printf "%.2f", c / t}') fsync[n,p50,p99,max]=[$(cat "$B/probe.out")] $R conductor[$COUNTS] ${DEAD:-dead_letters=0}"
+      echo "$(date -u +%H:%M:%S) tps=$TPS case=$LABEL/$POLICY load=$LOADAVG rss_kb[idle,mid,after]=[$IDLE,$(cat "$B/mid"),$AFTER]$SETTLED rack_cpu_s=$(awk -v c=$((C1 - C0)) -v t="$TICK" 'BEGIN {printf "%.2f", c / t}') fsync[n,p50,p99,max]=[$(cat "$B/probe.out")] $R conductor[$COUNTS] ${DEAD:-dead_letters=0}"
     done
   done
 done
