@@ -624,19 +624,28 @@ mod tests {
         assert!(!reason.contains(&PAN[6..12]));
     }
 
-    #[tokio::test]
-    async fn expired_entries_are_emitted_on_the_expired_port() {
-        let dir = tempfile::tempdir().unwrap();
+    /// Parks the track of one message that expires at once, under `dir`,
+    /// with the output ports in `unwired` left without a wire.
+    async fn park_expiring(dir: &Path, unwired: &[&str]) -> fluxrig_gear::testkit::TestRun {
         let kind = Typed::<CoatCheck>::new();
         let mut m = decoded();
         m.meta.insert(META_TTL, "1ns");
-        let run = TestKit::new(&kind, "{mode: park, classes: [track], sweep_every: 10ms}")
-            .base_dir(dir.path())
+        let kit = TestKit::new(&kind, "{mode: park, classes: [track], sweep_every: 10ms}")
+            .base_dir(dir)
             .inputs(vec![m])
-            .cancel_after(StdDuration::from_millis(300))
+            .cancel_after(StdDuration::from_millis(300));
+        unwired
+            .iter()
+            .fold(kit, |kit, port| kit.unwired(port))
             .run()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn expired_entries_are_emitted_on_the_expired_port() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = park_expiring(dir.path(), &[]).await;
         let token = text(&run.outputs["out"][0], &["card", "track2"]);
         let expired = &run.outputs["expired"];
         assert_eq!(expired.len(), 1, "{expired:?}");
@@ -657,17 +666,7 @@ mod tests {
     #[tokio::test]
     async fn expiries_nobody_listens_to_are_not_dead_letters() {
         let dir = tempfile::tempdir().unwrap();
-        let kind = Typed::<CoatCheck>::new();
-        let mut m = decoded();
-        m.meta.insert(META_TTL, "1ns");
-        let run = TestKit::new(&kind, "{mode: park, classes: [track], sweep_every: 10ms}")
-            .base_dir(dir.path())
-            .inputs(vec![m])
-            .unwired("expired")
-            .cancel_after(StdDuration::from_millis(300))
-            .run()
-            .await
-            .unwrap();
+        let run = park_expiring(dir.path(), &["expired"]).await;
         assert_eq!(run.outputs["out"].len(), 1);
         assert!(run.dead_letters.is_empty(), "{:?}", run.dead_letters);
         let vault = Vault::shared(dir.path()).unwrap();
