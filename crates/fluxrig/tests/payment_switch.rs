@@ -724,10 +724,10 @@ fn a_reversal_outlives_the_vaults_ttl_while_its_issuer_stays_silent() {
     let (_b, b_port) = issuer(&d.join("b.jsonl"));
     let port = free_port();
     let example = std::fs::read_to_string(root().join("examples/payment-switch.yaml")).unwrap();
-    let park = "format_preserving: [pan]}";
+    let park = "format_preserving: [pan],";
     assert!(example.contains(park) && example.contains("      timeout: 2s\n"));
     let scenario = on_ports(&example, port, a_port, b_port)
-        .replace(park, "format_preserving: [pan], ttl: 3s}")
+        .replace(park, "format_preserving: [pan], ttl: 3s,")
         .replace(
             "      timeout: 2s\n",
             "      timeout: 2s\n      reversal_retry: 200ms\n",
