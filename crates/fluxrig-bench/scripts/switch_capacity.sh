@@ -14,9 +14,10 @@
 # the dead letters counted when the Rack stopped. With SETTLE=N the Rack
 # then idles N more seconds and its RSS is read again (what a peak leaves
 # once the vault's entries and the remembered answers have expired).
+# DIRECT=0 leaves out the direct runs (soak runs whose baseline was taken).
 #
 # usage: BINS="new=path [old=path]" [POLICIES="always interval:5ms"] \
-#        [SCENARIO=file] [SETTLE=seconds] [PYTHON=python3] \
+#        [SCENARIO=file] [SETTLE=seconds] [DIRECT=0] [PYTHON=python3] \
 #        switch_capacity.sh SECONDS RATE...
 # SCENARIO (default examples/payment-switch.yaml) must use the example's
 # ports (8583, 9583, 9584); they are moved to 18583, 19583, 19584.
@@ -44,7 +45,9 @@ load() {
     --concurrency 50 --pan-prefixes 411111,555555 --json
 }
 for TPS in "$@"; do
-  echo "$(date -u +%H:%M:%S) tps=$TPS case=direct load=$(cut -d' ' -f1 /proc/loadavg) $(load 127.0.0.1:19583 "$TPS")"
+  if [ "${DIRECT:-1}" != 0 ]; then
+    echo "$(date -u +%H:%M:%S) tps=$TPS case=direct load=$(cut -d' ' -f1 /proc/loadavg) $(load 127.0.0.1:19583 "$TPS")"
+  fi
   for PAIR in "${PAIRS[@]}"; do
     LABEL=${PAIR%%=*}; BIN=${PAIR#*=}
     for POLICY in $POLICIES; do
