@@ -67,9 +67,6 @@ pub const COMPACT_AT: u64 = 8 << 20;
 /// Entries a compaction copies per hold of the lock.
 const COMPACT_CHUNK: usize = 4096;
 
-/// Bytes a compaction writes between syncs.
-const COMPACT_WRITE: usize = 4 << 20;
-
 /// Table capacity from which a sweep shrinks the table when at most a
 /// quarter of it is used.
 const SHRINK_FROM: usize = 4096;
@@ -827,13 +824,8 @@ impl Vault {
         let written = (|| {
             let _ = std::fs::remove_file(&tmp);
             let mut f = open_private_append(&tmp)?;
-            // Synced a few MB at a time: a large burst of dirty pages makes
-            // the kernel throttle every writer, the log's appends (made
-            // under the lock) included.
-            for part in copy.chunks(COMPACT_WRITE) {
-                f.write_all(part)?;
-                f.sync_data()?;
-            }
+            f.write_all(copy)?;
+            f.sync_data()?;
             Ok::<_, std::io::Error>(f)
         })();
         let mut g = lock(&self.inner);
