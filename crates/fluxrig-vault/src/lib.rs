@@ -236,9 +236,9 @@ struct Inner {
     live_bytes: u64,
     removed: Vec<Removed>,
     poisoned: Option<String>,
-    /// Entries may hold a key that is gone: set at open and when the
-    /// keyring changes, cleared by the sweep that removes them (the scan
-    /// visits every entry, so it runs only then).
+    /// Entries may hold a key that is gone: set at open when some do and
+    /// when the keyring changes, cleared by the sweep that removes them
+    /// (the scan visits every entry under the lock, so it runs only then).
     check_retired: bool,
     /// While a compaction writes its copy of the live entries (without the
     /// lock), the records appended meanwhile, for the end of that copy.
@@ -464,7 +464,7 @@ impl Vault {
             live_bytes: 0,
             removed: Vec::new(),
             poisoned: None,
-            check_retired: true,
+            check_retired: false,
             compacting: None,
         };
         // Entries that expired while the vault was closed stay until the
@@ -473,6 +473,12 @@ impl Vault {
             e.label = inner.intern(&e.label);
             inner.insert(token, e);
         }
+        // Entries of a key retired while the vault was closed: looked for
+        // now, while nobody waits for the lock; the first sweep removes them.
+        inner.check_retired = inner
+            .entries
+            .values()
+            .any(|e| !inner.keys.contains_key(&e.key_id));
         Ok(Vault {
             dir: dir.to_path_buf(),
             inner: parking_lot::Mutex::new(inner),

@@ -220,6 +220,29 @@ fn rotation_keeps_old_entries_readable_and_retirement_shreds_them() {
     assert_eq!(v.restore(&new, T0 + 3 * SEC).unwrap(), b"under key 2");
 }
 
+#[test]
+fn a_key_retired_while_the_vault_was_closed_shreds_its_entries_at_the_first_sweep() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = Vault::open(dir.path()).unwrap();
+    let old = v.park(b"under key 1", &opts("a"), T0).unwrap();
+    drop(v);
+    let mut ring = Keyring::load(dir.path()).unwrap().unwrap();
+    ring.rotate().unwrap();
+    ring.retire(1).unwrap();
+    ring.save(dir.path()).unwrap();
+
+    let v = Vault::open(dir.path()).unwrap();
+    let new = v.park(b"under key 2", &opts("a"), T0 + SEC).unwrap();
+    let gone = swept(&v, T0 + SEC);
+    assert_eq!(gone.len(), 1);
+    assert_eq!(
+        (gone[0].token.as_str(), gone[0].reason),
+        (old.as_str(), Removal::KeyRetired)
+    );
+    assert_eq!(v.restore(&new, T0 + SEC).unwrap(), b"under key 2");
+    assert!(swept(&v, T0 + 2 * SEC).is_empty());
+}
+
 /// Frames of the log: (offset, len) of each body.
 fn frames(log: &[u8]) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
