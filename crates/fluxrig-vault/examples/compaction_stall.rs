@@ -26,54 +26,57 @@ fn opts(pan: Option<&str>) -> ParkOptions<'_> {
     }
 }
 
-fn main() {
-    let n: u64 = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(1_000_000);
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let vault = Arc::new(Vault::open(dir.path()).expect("a vault"));
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let n: u64 = match std::env::args().nth(1) {
+        Some(a) => a
+            .parse()
+            .map_err(|e| format!("entries: `{a}` is not a count ({e})"))?,
+        None => 1_000_000,
+    };
+    let dir = tempfile::tempdir()?;
+    let vault = Arc::new(Vault::open(dir.path())?);
     for round in 0..4 {
         for i in 0..n {
             // 16-digit test PANs under a test BIN.
             let pan = format!("411111{i:010}");
-            vault
-                .park(pan.as_bytes(), &opts(Some(&pan)), round)
-                .expect("parked");
+            vault.park(pan.as_bytes(), &opts(Some(&pan)), round)?;
         }
     }
-    vault.sync().expect("synced");
-    let log = std::fs::metadata(dir.path().join("entries.log")).map_or(0, |m| m.len());
+    vault.sync()?;
+    let log_len = || std::fs::metadata(dir.path().join("entries.log")).map_or(0, |m| m.len());
+    let log = log_len();
 
     let stop = Arc::new(AtomicBool::new(false));
     let parker = {
         let (vault, stop) = (Arc::clone(&vault), Arc::clone(&stop));
-        std::thread::spawn(move || {
-            let (mut count, mut longest) = (0u64, Duration::ZERO);
-            while !stop.load(Ordering::Relaxed) {
-                let t = Instant::now();
-                vault
-                    .park(&count.to_be_bytes(), &opts(None), 1_000_000_000)
-                    .expect("parked");
-                longest = longest.max(t.elapsed());
-                count += 1;
-            }
-            (count, longest)
-        })
+        std::thread::spawn(
+            move || -> Result<(u64, Duration), fluxrig_vault::VaultError> {
+                let (mut count, mut longest) = (0u64, Duration::ZERO);
+                while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    vault.park(&count.to_be_bytes(), &opts(None), 1_000_000_000)?;
+                    longest = longest.max(t.elapsed());
+                    count += 1;
+                }
+                Ok((count, longest))
+            },
+        )
     };
     std::thread::sleep(Duration::from_millis(100));
     let t = Instant::now();
-    vault.sweep(1_000_000_000).expect("swept");
+    let swept = vault.sweep(1_000_000_000);
     let sweep = t.elapsed();
     std::thread::sleep(Duration::from_millis(100));
     stop.store(true, Ordering::Relaxed);
-    let (parks, longest) = parker.join().expect("the parker");
-    let after = std::fs::metadata(dir.path().join("entries.log")).map_or(0, |m| m.len());
+    let parked = parker.join().map_err(|_| "the parking thread panicked")?;
+    swept?;
+    let (parks, longest) = parked?;
     println!(
         "entries={n} log_mb={} compacted_mb={} sweep_ms={:.0} parks_during={parks} longest_park_ms={:.1}",
         log / 1_000_000,
-        after / 1_000_000,
+        log_len() / 1_000_000,
         sweep.as_secs_f64() * 1e3,
         longest.as_secs_f64() * 1e3,
     );
+    Ok(())
 }
