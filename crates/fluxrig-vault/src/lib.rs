@@ -405,10 +405,6 @@ fn open_private_append(path: &Path) -> std::io::Result<File> {
     opts.open(path)
 }
 
-fn lock(m: &parking_lot::Mutex<Inner>) -> MutexGuard<'_, Inner> {
-    m.lock()
-}
-
 static SHARED: Mutex<Vec<(PathBuf, Weak<Vault>)>> = Mutex::new(Vec::new());
 
 impl Vault {
@@ -554,7 +550,7 @@ impl Vault {
 
     /// Entries held (expired ones not yet swept included).
     pub fn len(&self) -> usize {
-        lock(&self.inner).entries.len()
+        self.inner.lock().entries.len()
     }
 
     /// True when no entry is held.
@@ -564,12 +560,12 @@ impl Vault {
 
     /// The id of the key new entries are encrypted under.
     pub fn active_key(&self) -> u32 {
-        lock(&self.inner).keyring.active
+        self.inner.lock().keyring.active
     }
 
     /// True when `token` names an entry (a value that is already a token).
     pub fn contains(&self, token: &str) -> bool {
-        lock(&self.inner).entries.contains_key(token)
+        self.inner.lock().entries.contains_key(token)
     }
 
     /// Parks `value`; returns its token.
@@ -579,7 +575,7 @@ impl Vault {
         opts: &ParkOptions<'_>,
         now_ns: u64,
     ) -> Result<String, VaultError> {
-        let mut g = lock(&self.inner);
+        let mut g = self.inner.lock();
         if let Some(p) = &g.poisoned {
             return Err(VaultError::Poisoned(p.clone()));
         }
@@ -643,7 +639,7 @@ impl Vault {
 
     /// The value parked under `token`.
     pub fn restore(&self, token: &str, now_ns: u64) -> Result<Vec<u8>, VaultError> {
-        let g = lock(&self.inner);
+        let g = self.inner.lock();
         let e = g.entries.get(token).ok_or(VaultError::Unknown)?;
         if e.expires_ns <= now_ns {
             return Err(VaultError::Expired);
@@ -659,7 +655,7 @@ impl Vault {
     /// left alone, so a value extended on every use is not rewritten every
     /// time. Fails like [`Vault::restore`] for an unknown or expired token.
     pub fn extend(&self, token: &str, until_ns: u64, now_ns: u64) -> Result<(), VaultError> {
-        let mut g = lock(&self.inner);
+        let mut g = self.inner.lock();
         if let Some(p) = &g.poisoned {
             return Err(VaultError::Poisoned(p.clone()));
         }
@@ -690,7 +686,7 @@ impl Vault {
     /// key was retired, syncs the log, compacts it when due. What it removed
     /// (and what evictions removed) is collected for [`Vault::take_removed`].
     pub fn sweep(&self, now_ns: u64) -> Result<(), VaultError> {
-        let mut g = lock(&self.inner);
+        let mut g = self.inner.lock();
         self.reload_keyring(&mut g);
         let mut gone: Vec<(Arc<str>, Removal)> = g
             .by_expiry
@@ -721,7 +717,7 @@ impl Vault {
         let file = g.flushed_file()?;
         drop(g);
         if let Err(e) = file.sync_data() {
-            return Err(lock(&self.inner).poison("syncing the vault log", e));
+            return Err(self.inner.lock().poison("syncing the vault log", e));
         }
         match self.begin_compaction() {
             Some(copy) => self.finish_compaction(&copy),
@@ -733,7 +729,7 @@ impl Vault {
     /// is reported once). At most [`MAX_REMOVED`] wait; older ones are
     /// dropped (counted in a warning).
     pub fn take_removed(&self, prefix: &str) -> Vec<Removed> {
-        let mut g = lock(&self.inner);
+        let mut g = self.inner.lock();
         let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut g.removed)
             .into_iter()
             .partition(|r| r.label.starts_with(prefix));
@@ -743,7 +739,7 @@ impl Vault {
 
     /// Makes every parked entry durable.
     pub fn sync(&self) -> Result<(), VaultError> {
-        lock(&self.inner).sync()
+        self.inner.lock().sync()
     }
 
     fn reload_keyring(&self, g: &mut Inner) {
@@ -785,7 +781,7 @@ impl Vault {
     /// which come after the copy and decide.
     fn begin_compaction(&self) -> Option<Vec<u8>> {
         let capacity = {
-            let mut g = lock(&self.inner);
+            let mut g = self.inner.lock();
             if g.compacting.is_some()
                 || g.poisoned.is_some()
                 || g.log_bytes <= COMPACT_AT
@@ -799,7 +795,7 @@ impl Vault {
         let mut copy = Vec::with_capacity(capacity);
         let mut after: Option<(u64, Arc<str>)> = None;
         loop {
-            let g = lock(&self.inner);
+            let g = self.inner.lock();
             let chunk = match after.take() {
                 Some(last) => g.by_expiry.range((Bound::Excluded(last), Bound::Unbounded)),
                 None => g.by_expiry.range(..),
@@ -834,7 +830,7 @@ impl Vault {
             f.sync_data()?;
             Ok::<_, std::io::Error>(f)
         })();
-        let mut g = lock(&self.inner);
+        let mut g = self.inner.lock();
         let tail = g.compacting.take().unwrap_or_default();
         let mut f = match (written, &g.poisoned) {
             (Ok(f), None) => f,
@@ -880,7 +876,7 @@ impl Vault {
     /// kept elsewhere: the Rack seals raw ISO 8583 frames before its
     /// write-ahead log). Layout: `FRS1 | key id | nonce | ciphertext+tag`.
     pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, VaultError> {
-        let g = lock(&self.inner);
+        let g = self.inner.lock();
         let id = g.keyring.active;
         let key = g.keys.get(&id).ok_or(VaultError::KeyRetired(id))?;
         let nonce = keys::random::<12>()?;
@@ -910,7 +906,7 @@ impl Vault {
         }
         let id = u32::from_be_bytes([sealed[4], sealed[5], sealed[6], sealed[7]]);
         let nonce: [u8; 12] = sealed[8..20].try_into().map_err(|_| VaultError::Tampered)?;
-        let g = lock(&self.inner);
+        let g = self.inner.lock();
         let key = g.keys.get(&id).ok_or(VaultError::KeyRetired(id))?;
         let a = seal_aad(&g.vault_id, aad);
         key.aead
@@ -1091,6 +1087,10 @@ mod tests {
 
     const SEC: u64 = 1_000_000_000;
 
+    fn log_len(dir: &Path) -> u64 {
+        std::fs::metadata(dir.join(LOG)).unwrap().len()
+    }
+
     fn opts(ttl: Duration) -> ParkOptions<'static> {
         ParkOptions {
             ttl,
@@ -1114,7 +1114,7 @@ mod tests {
             .map(|l| v.park(l, &opts(Duration::from_mins(5)), 0).unwrap())
             .collect();
         // Expired entries gone, their records still in the log.
-        let g = lock(&v.inner);
+        let g = v.inner.lock();
         assert!(g.log_bytes > COMPACT_AT, "{}", g.log_bytes);
         drop(g);
         (v, tokens)
@@ -1127,7 +1127,7 @@ mod tests {
         {
             // What the sweep does before compacting, then the compaction in
             // its two steps with work in between.
-            let mut g = lock(&v.inner);
+            let mut g = v.inner.lock();
             let expired: Vec<Arc<str>> = g
                 .by_expiry
                 .iter()
@@ -1143,14 +1143,14 @@ mod tests {
         let meanwhile = v
             .park(b"meanwhile", &opts(Duration::from_mins(5)), 2 * SEC)
             .unwrap();
-        lock(&v.inner).remove(&tokens[1], Removal::Evicted).unwrap();
+        v.inner.lock().remove(&tokens[1], Removal::Evicted).unwrap();
         v.finish_compaction(&copy).unwrap();
         let after = v
             .park(b"after", &opts(Duration::from_mins(5)), 2 * SEC)
             .unwrap();
         v.sync().unwrap();
-        let log_len = std::fs::metadata(dir.path().join(LOG)).unwrap().len();
-        assert!(log_len < 4096, "{log_len} bytes after compaction");
+        let len = log_len(dir.path());
+        assert!(len < 4096, "{len} bytes after compaction");
         drop(v);
 
         let v = Vault::open(dir.path()).unwrap();
@@ -1170,8 +1170,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (v, tokens) = due_for_compaction(dir.path(), &[b"kept"]);
         v.sweep(2 * SEC).unwrap();
-        let log_len = std::fs::metadata(dir.path().join(LOG)).unwrap().len();
-        assert!(log_len < 4096, "{log_len} bytes after the sweep");
+        let len = log_len(dir.path());
+        assert!(len < 4096, "{len} bytes after the sweep");
         drop(v);
         let v = Vault::open(dir.path()).unwrap();
         assert_eq!(v.len(), 1);
@@ -1187,11 +1187,11 @@ mod tests {
             v.park(&i.to_be_bytes(), &short, 0).unwrap();
         }
         let kept = v.park(b"kept", &opts(Duration::from_mins(5)), 0).unwrap();
-        let peak = lock(&v.inner).entries.capacity();
+        let peak = v.inner.lock().entries.capacity();
         assert!(peak >= 20_001, "{peak}");
 
         v.sweep(2 * SEC).unwrap();
-        let g = lock(&v.inner);
+        let g = v.inner.lock();
         assert_eq!(g.entries.len(), 1);
         assert!(
             g.entries.capacity() < SHRINK_FROM,
