@@ -1867,6 +1867,18 @@ mod tests {
         m
     }
 
+    /// Issuer `a`'s 0110 for a Visa card of `terminal`.
+    fn reply_from_a(terminal: &str, stan: &str, code: &str) -> FluxMsg {
+        msg(
+            "0110",
+            "4111111111111111",
+            stan,
+            terminal,
+            Some(code),
+            &[(META_TARGET, "a")],
+        )
+    }
+
     fn field<'m>(m: &'m FluxMsg, path: &[&str]) -> Option<&'m str> {
         path.iter()
             .try_fold(&m.data, |v, k| v.get(k))
@@ -1955,14 +1967,7 @@ mod tests {
                 None,
                 &[(META_CONN, "2")],
             ),
-            msg(
-                "0110",
-                visa,
-                "000001",
-                "TERM0002",
-                Some("00"),
-                &[(META_TARGET, "a")],
-            ),
+            reply_from_a("TERM0002", "000001", "00"),
             // From a target the request did not go to: dropped.
             msg(
                 "0110",
@@ -1972,14 +1977,7 @@ mod tests {
                 Some("00"),
                 &[(META_TARGET, "b")],
             ),
-            msg(
-                "0110",
-                visa,
-                "000001",
-                "TERM0001",
-                Some("51"),
-                &[(META_TARGET, "a")],
-            ),
+            reply_from_a("TERM0001", "000001", "51"),
             // A duplicate of an answered request: the same answer, to its own connection.
             msg(
                 "0100",
@@ -1998,14 +1996,7 @@ mod tests {
                 &[(META_CONN, "5")],
             ),
             // A late copy of a reply already delivered: dropped.
-            msg(
-                "0110",
-                visa,
-                "000001",
-                "TERM0001",
-                Some("00"),
-                &[(META_TARGET, "a")],
-            ),
+            reply_from_a("TERM0001", "000001", "00"),
             msg(
                 "0100",
                 visa,
@@ -2109,14 +2100,7 @@ mod tests {
             req("000002", "2"),
             // Two in flight: the third is declined at once.
             req("000003", "3"),
-            msg(
-                "0110",
-                visa,
-                "000001",
-                "TERM0001",
-                Some("00"),
-                &[(META_TARGET, "a")],
-            ),
+            reply_from_a("TERM0001", "000001", "00"),
             // One answered: room again.
             req("000004", "4"),
         ];
@@ -2180,14 +2164,7 @@ mod tests {
                 None,
                 &[(META_CONN, "1")],
             ),
-            msg(
-                "0110",
-                visa,
-                "000001",
-                "TERM0001",
-                Some("00"),
-                &[(META_TARGET, "a")],
-            ),
+            reply_from_a("TERM0001", "000001", "00"),
             // While the reply awaits its commit (or right after), a
             // duplicate gets the answer or 94, never a second forward.
             msg(
