@@ -140,6 +140,18 @@ fn codec(c: &mut Criterion) {
                 black_box(out.len())
             });
         });
+        // The two halves of the data-tree path, apart.
+        g.bench_function("to_value", |b| {
+            b.iter(|| to_value(&decoded));
+        });
+        let tree = to_value(&decoded);
+        g.bench_function("encode_value", |b| {
+            b.iter(|| {
+                out.clear();
+                encode_value(spec, black_box(&tree), &mut out).expect("encodes");
+                black_box(out.len())
+            });
+        });
         g.finish();
         let per = allocations_per_message(spec, &wire);
         println!(

@@ -1,8 +1,9 @@
 //! Decode + encode a typical 0100 in a loop, for profiling (`perf stat`,
 //! `perf record`): `cargo run --release -p fluxrig-iso8583 --example
-//! codec_loop -- [DIALECT] [N] [value]`. Prints messages per second of wall
-//! time. With `value`, goes through the fluxMsg data tree (`to_value`,
-//! `encode_value`) as the codec gear does.
+//! codec_loop -- [DIALECT] [N] [value|switch]`. Prints messages per second
+//! of wall time. With `value`, goes through the fluxMsg data tree
+//! (`to_value`, `encode_value`) as the codec gear does; `switch` does the
+//! same with the 13-element 0100 that `fluxrig iso8583 load` sends.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -16,7 +17,8 @@ fn main() {
         .next()
         .and_then(|a| a.parse().ok())
         .unwrap_or(5_000_000);
-    let via_value = args.next().as_deref() == Some("value");
+    let mode = args.next();
+    let via_value = matches!(mode.as_deref(), Some("value" | "switch"));
     let spec = bundled::bundled(&name)
         .expect("bundled dialect")
         .expect("loads");
@@ -47,6 +49,23 @@ fn main() {
         .set(55, "9F02060000000125009F03060000000000009F1A020250")
         .set(60, "FLUXRIG-BENCH")
         .set(62, "CUSTOM-PRIVATE-DATA-0001");
+    if mode.as_deref() == Some("switch") {
+        b = MessageBuilder::new();
+        b.set_mti("0100")
+            .set(2, "4111111111111111")
+            .set(3, "000000")
+            .set(4, "000000012500")
+            .set(7, "1127101530")
+            .set(11, "004711")
+            .set(12, "101530")
+            .set(13, "1127")
+            .set(22, "051")
+            .set(25, "00")
+            .set(37, "733110004711")
+            .set(41, "TERM0001")
+            .set(42, "FLUXRIGLOAD0001")
+            .set(49, "978");
+    }
     let wire = spec.encode_to_vec(&b).expect("encodes");
     let mut out = Vec::with_capacity(1024);
     let start = Instant::now();

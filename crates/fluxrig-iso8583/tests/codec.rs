@@ -259,6 +259,62 @@ fn bcd_ebcdic_binary_prefixes_and_subfields_round_trip() {
     assert_eq!(back.field(41).unwrap().as_str(), Some("TERM01  "));
 }
 
+/// `to_value` fills the dialect's layout in key order; `set_element`
+/// inserts one element at a time: the same tree either way.
+#[test]
+fn to_value_builds_the_tree_set_element_builds() {
+    for (name, _) in bundled::BUNDLED {
+        let s = spec(name);
+        let mut b = MessageBuilder::new();
+        b.set_mti("0200")
+            .set(2, "4111111111111111")
+            .set(3, "000000")
+            .set(4, "000000012500")
+            .set(11, "004711")
+            .set(37, "123456789012")
+            .set(41, "TERM0001")
+            .set(49, "978")
+            .set(70, "301");
+        let wire = s.encode_to_vec(&b).unwrap();
+        let m = s.decode(&wire).unwrap();
+        let mut expected = Value::Map(fluxrig_msg::Map::new());
+        set_mti(&mut expected, "0200");
+        for f in m.fields() {
+            assert!(
+                fluxrig_iso8583::set_element(s, &mut expected, f.number(), Value::text(f.text())),
+                "{name}: element {}",
+                f.number()
+            );
+        }
+        assert_eq!(to_value(&m), expected, "{name}");
+    }
+}
+
+fn set_mti(v: &mut Value, mti: &str) {
+    if let Value::Map(m) = v {
+        m.insert("mti", mti);
+    }
+}
+
+/// An alias written as one key at the top (`"card.pan"`) still finds its
+/// element, as it did before the layout walk.
+#[test]
+fn encode_value_takes_an_alias_written_as_one_key() {
+    use fluxrig_msg::Map;
+    let s = spec("iso8583-1987-ascii");
+    let mut root = Map::new();
+    root.insert("mti", "0100");
+    root.insert("card.pan", "4111111111111111");
+    let mut trace = Map::new();
+    trace.insert("stan", "000042");
+    root.insert("trace", Value::Map(trace));
+    let mut out = Vec::new();
+    encode_value(s, &Value::Map(root), &mut out).unwrap();
+    let m = s.decode(&out).unwrap();
+    assert_eq!(m.numbers().collect::<Vec<_>>(), [2, 11]);
+    assert_eq!(m.field(11).unwrap().as_str(), Some("000042"));
+}
+
 #[test]
 fn encode_value_finds_elements_at_their_one_place() {
     use fluxrig_iso8583::{EncodeErrorKind, Place};

@@ -14,6 +14,7 @@ use std::io::Write as _;
 
 use fluxrig_iso8583::{
     BitmapEncoding, CharType, Encoding, Length, MessageBuilder, PrefixEncoding, Spec, bundled,
+    encode_value, get_element, to_value,
 };
 use fluxrig_test_support::python_script;
 use serde_json::{Value as Json, json};
@@ -205,6 +206,20 @@ fn run(name: &str, pyiso: &Json, seed: u64) {
             .map(|f| (f.number(), f.text().into_owned()))
             .collect();
         assert_eq!(&ours, fields, "{name} case {}", i + 1);
+        // The data tree holds every element at its one place and encodes
+        // back to the same bytes.
+        let tree = to_value(&m);
+        for n in fields.keys() {
+            assert!(
+                get_element(spec, &tree, *n).is_some(),
+                "{name} case {}: element {n} is not in the data tree",
+                i + 1
+            );
+        }
+        let mut again = Vec::new();
+        encode_value(spec, &tree, &mut again)
+            .unwrap_or_else(|e| panic!("{name} case {}: {e}", i + 1));
+        assert_eq!(again, theirs, "{name} case {}: the data tree", i + 1);
     }
 }
 
