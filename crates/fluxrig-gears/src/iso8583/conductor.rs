@@ -547,9 +547,16 @@ pub trait ReversalQueue: Send {
 
 /// How often settled segments of the reversal log are removed.
 const TRIM_EVERY: StdDuration = StdDuration::from_secs(10);
-/// Table capacity from which the conductor shrinks a table at most a
-/// quarter used.
-const SHRINK_FROM: usize = 4096;
+/// Size from which the conductor shrinks a table at most a quarter used:
+/// its slots' bytes, so a table of whole pending requests (a few hundred
+/// bytes each) is not kept at its peak.
+const SHRINK_FROM_BYTES: usize = 64 * 1024;
+
+/// True when a table of `capacity` slots of `T` holding `len` should
+/// shrink: at most a quarter used, and bigger than `SHRINK_FROM_BYTES`.
+fn oversized<T>(capacity: usize, len: usize) -> bool {
+    capacity > 4 * len && capacity.saturating_mul(size_of::<T>()) > SHRINK_FROM_BYTES
+}
 
 /// Reversals sent again per tick at most, so a long outage's backlog
 /// drains in steps instead of flooding the issuer when it returns.
@@ -1060,19 +1067,16 @@ impl ConductorGear {
     /// After a peak, shrinks the tables that no longer need their size
     /// (maps and queues never shrink by themselves).
     fn give_back_memory(&mut self) {
-        fn oversized(capacity: usize, len: usize) -> bool {
-            capacity > SHRINK_FROM.max(4 * len)
-        }
-        if oversized(self.seen.capacity(), self.seen.len()) {
+        if oversized::<(String, Seen)>(self.seen.capacity(), self.seen.len()) {
             self.seen.shrink_to(2 * self.seen.len());
         }
-        if oversized(self.pending.capacity(), self.pending.len()) {
+        if oversized::<(String, Pending)>(self.pending.capacity(), self.pending.len()) {
             self.pending.shrink_to(2 * self.pending.len());
         }
-        if oversized(self.seen_order.capacity(), self.seen_order.len()) {
+        if oversized::<(Instant, String)>(self.seen_order.capacity(), self.seen_order.len()) {
             self.seen_order.shrink_to(2 * self.seen_order.len());
         }
-        if oversized(self.deadlines.capacity(), self.deadlines.len()) {
+        if oversized::<(Instant, String, u64)>(self.deadlines.capacity(), self.deadlines.len()) {
             self.deadlines.shrink_to(2 * self.deadlines.len());
         }
     }
@@ -1865,6 +1869,19 @@ mod tests {
             m.meta.insert(*k, *v);
         }
         m
+    }
+
+    /// The pending table after an overload (2,000 requests at once: 3,584
+    /// slots of whole requests, over a megabyte) is given back once they
+    /// are answered; a table still a third used, or small, is kept.
+    #[test]
+    fn tables_shrink_by_their_bytes() {
+        assert!(size_of::<(String, Pending)>() * 3584 > 1 << 20);
+        assert!(oversized::<(String, Pending)>(3584, 0));
+        assert!(oversized::<(String, Pending)>(3584, 100));
+        assert!(!oversized::<(String, Pending)>(3584, 1200));
+        assert!(!oversized::<(String, Pending)>(64, 0));
+        assert!(!oversized::<(String, Seen)>(1024, 0));
     }
 
     /// Issuer `a`'s 0110 for a Visa card of `terminal`.
