@@ -50,21 +50,10 @@ fn main() {
         .set(60, "FLUXRIG-BENCH")
         .set(62, "CUSTOM-PRIVATE-DATA-0001");
     if mode.as_deref() == Some("switch") {
-        b = MessageBuilder::new();
-        b.set_mti("0100")
-            .set(2, "4111111111111111")
-            .set(3, "000000")
-            .set(4, "000000012500")
-            .set(7, "1127101530")
-            .set(11, "004711")
-            .set(12, "101530")
-            .set(13, "1127")
-            .set(22, "051")
-            .set(25, "00")
-            .set(37, "733110004711")
-            .set(41, "TERM0001")
-            .set(42, "FLUXRIGLOAD0001")
-            .set(49, "978");
+        // Only the elements `fluxrig iso8583 load` sends.
+        for n in [14, 18, 19, 23, 32, 35, 43, 48, 52, 55, 60, 62] {
+            b.remove(n);
+        }
     }
     let wire = spec.encode_to_vec(&b).expect("encodes");
     let mut out = Vec::with_capacity(1024);
