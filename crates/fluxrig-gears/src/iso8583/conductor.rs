@@ -1067,18 +1067,20 @@ impl ConductorGear {
     /// After a peak, shrinks the tables that no longer need their size
     /// (maps and queues never shrink by themselves).
     fn give_back_memory(&mut self) {
-        if oversized::<(String, Seen)>(self.seen.capacity(), self.seen.len()) {
-            self.seen.shrink_to(2 * self.seen.len());
+        fn map<K: Eq + std::hash::Hash, V>(m: &mut HashMap<K, V>) {
+            if oversized::<(K, V)>(m.capacity(), m.len()) {
+                m.shrink_to(2 * m.len());
+            }
         }
-        if oversized::<(String, Pending)>(self.pending.capacity(), self.pending.len()) {
-            self.pending.shrink_to(2 * self.pending.len());
+        fn queue<T>(q: &mut VecDeque<T>) {
+            if oversized::<T>(q.capacity(), q.len()) {
+                q.shrink_to(2 * q.len());
+            }
         }
-        if oversized::<(Instant, String)>(self.seen_order.capacity(), self.seen_order.len()) {
-            self.seen_order.shrink_to(2 * self.seen_order.len());
-        }
-        if oversized::<(Instant, String, u64)>(self.deadlines.capacity(), self.deadlines.len()) {
-            self.deadlines.shrink_to(2 * self.deadlines.len());
-        }
+        map(&mut self.seen);
+        map(&mut self.pending);
+        queue(&mut self.seen_order);
+        queue(&mut self.deadlines);
     }
 
     fn remember(&mut self, term_key: String, answer: &FluxMsg, now: Instant) {
