@@ -660,28 +660,32 @@ fn an_issuer_that_stops_answering_is_reconnected_after_three_unanswered_echoes()
     let _rack = run_rack(&file, &d.join("data"), &rack_log, port);
 
     // Two connections to A, each closed after 600 ms of silence and opened
-    // again: at least two rounds of that.
+    // again: at least two rounds of that, accepted by A and logged by the
+    // Rack (the log line may come just after A's accept: wait for both).
+    let a = format!("127.0.0.1:{a_port}");
+    let b = format!("127.0.0.1:{b_port}");
+    let up = |log: &str, addr: &str| {
+        log.lines()
+            .filter(|l| l.contains("issuer connection up") && l.contains(addr))
+            .count()
+    };
     wait_until(
         "reconnections to the silent issuer",
         Duration::from_secs(30),
-        || accepted.load(std::sync::atomic::Ordering::SeqCst) >= 6,
+        || {
+            accepted.load(std::sync::atomic::Ordering::SeqCst) >= 6
+                && up(&std::fs::read_to_string(&rack_log).unwrap_or_default(), &a) >= 6
+        },
     );
     let log = std::fs::read_to_string(&rack_log).unwrap();
-    let a = format!("127.0.0.1:{a_port}");
     assert!(
         log.lines()
             .any(|l| l.contains("issuer connection closed: idle") && l.contains(&a)),
         "{log}"
     );
     // Issuer B answers its echoes: its two connections stay up.
-    let b = format!("127.0.0.1:{b_port}");
-    let up = |addr: &str| {
-        log.lines()
-            .filter(|l| l.contains("issuer connection up") && l.contains(addr))
-            .count()
-    };
-    assert_eq!(up(&b), 2, "{log}");
-    assert!(up(&a) >= 6, "{log}");
+    assert_eq!(up(&log, &b), 2, "{log}");
+    assert!(up(&log, &a) >= 6, "{log}");
     assert!(
         !log.lines()
             .any(|l| l.contains("connection closed: idle") && l.contains(&b)),
